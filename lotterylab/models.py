@@ -1,0 +1,231 @@
+"""The architectures of the lottery-ticket literature, behind one registry: ``create(name, ...)``.
+
+Every model takes the activation (by name), the input shape ``(C, H, W)`` and the class count,
+and is initialised from an explicit seed by :mod:`lotterylab.init` so that the same call gives the
+same weights bit for bit on every machine. Activations are modules (not functional calls) so the
+module graph read by ``torch.fx`` names them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .init import initialize
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}") from None
+
+
+def _flat_size(features: nn.Module, input_shape) -> int:
+    was_training = features.training
+    features.eval()  # BatchNorm refuses a batch of one in training mode
+    try:
+        with torch.no_grad():
+            return int(features(torch.zeros(1, *input_shape)).numel())
+    except RuntimeError as e:
+        raise ValueError(f"input shape {tuple(input_shape)} is too small for this architecture: {e}") from None
+    finally:
+        features.train(was_training)
+
+
+class MLP(nn.Module):
+    """Flatten + Linear layers with an activation between them (none after the last)."""
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu", input_shape=(1, 28, 28), num_classes: int = 10):
+        super().__init__()
+        dims = [math.prod(input_shape), *widths, num_classes]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                layers.append(make_activation(activation))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class ConvNet(nn.Module):
+    """Conv blocks (3x3 or given kernel) with max pooling, then a fully connected head.
+
+    ``plan`` lists conv widths and "M" for 2x2 max pooling, as in Frankle & Carbin's Conv-2/4/6.
+    """
+
+    def __init__(self, plan, head: Sequence[int], activation: str = "relu", input_shape=(3, 32, 32),
+                 num_classes: int = 10, kernel_size: int = 3, padding: int = 1, batch_norm: bool = False,
+                 global_pool: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = input_shape[0]
+        for item in plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            layers.append(nn.Conv2d(c, item, kernel_size, padding=padding, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(item))
+            layers.append(make_activation(activation))
+            c = item
+        if global_pool:
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        self.features = nn.Sequential(*layers)
+        dims = [_flat_size(self.features, input_shape), *head, num_classes]
+        fc: list[nn.Module] = [nn.Flatten()]
+        for i in range(len(dims) - 1):
+            fc.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                fc.append(make_activation(activation))
+        self.classifier = nn.Sequential(*fc)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class LeNet5(nn.Module):
+    def __init__(self, activation: str = "relu", input_shape=(1, 28, 28), num_classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 6, 5, padding=2), make_activation(activation), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), make_activation(activation), nn.MaxPool2d(2),
+        )
+        n = _flat_size(self.features, input_shape)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(n, 120), make_activation(activation), nn.Linear(120, 84), make_activation(activation),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; a 1x1 strided conv + BN shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, activation: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act2 = make_activation(activation)
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNetCIFAR(nn.Module):
+    """He et al.'s CIFAR ResNet-(6n+2): three stages of width w, 2w, 4w."""
+
+    def __init__(self, depth: int = 20, width: int = 16, activation: str = "relu", input_shape=(3, 32, 32),
+                 num_classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.conv = nn.Conv2d(input_shape[0], width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        self.act = make_activation(activation)
+        blocks = []
+        c = width
+        for stage, w in enumerate((width, 2 * width, 4 * width)):
+            for b in range(n):
+                blocks.append(BasicBlock(c, w, 2 if (stage > 0 and b == 0) else 1, activation))
+                c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = self.act(self.bn(self.conv(x)))
+        return self.fc(self.flatten(self.pool(self.blocks(x))))
+
+
+_VGG = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+}
+
+# name -> (builder(activation, input_shape, num_classes, **kw), default init scheme, default input shape)
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
+    "mlp": (lambda a, s, c, widths=(300, 100): MLP(widths, a, s, c), "glorot_normal", (1, 28, 28)),
+    "lenet_300_100": (lambda a, s, c: MLP((300, 100), a, s, c), "glorot_normal", (1, 28, 28)),
+    "lenet5": (lambda a, s, c: LeNet5(a, s, c), "glorot_normal", (1, 28, 28)),
+    "conv2": (lambda a, s, c: ConvNet([64, 64, "M"], (256, 256), a, s, c), "glorot_normal", (3, 32, 32)),
+    "conv4": (lambda a, s, c: ConvNet([64, 64, "M", 128, 128, "M"], (256, 256), a, s, c), "glorot_normal", (3, 32, 32)),
+    "conv6": (lambda a, s, c: ConvNet([64, 64, "M", 128, 128, "M", 256, 256, "M"], (256, 256), a, s, c),
+              "glorot_normal", (3, 32, 32)),
+    "vgg11": (lambda a, s, c: ConvNet(_VGG["vgg11"], (), a, s, c, batch_norm=True, global_pool=True),
+              "kaiming_normal", (3, 32, 32)),
+    "vgg16": (lambda a, s, c: ConvNet(_VGG["vgg16"], (), a, s, c, batch_norm=True, global_pool=True),
+              "kaiming_normal", (3, 32, 32)),
+    "resnet20": (lambda a, s, c, width=16: ResNetCIFAR(20, width, a, s, c), "kaiming_normal", (3, 32, 32)),
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create(name: str, activation: str = "relu", input_shape: Sequence[int] | None = None, num_classes: int = 10,
+           init: str | dict | None = None, seed: int = 0, device=None, **kwargs) -> nn.Module:
+    """Build zoo model ``name`` and initialise it from ``seed``.
+
+    ``init`` is a scheme name or an :class:`~lotterylab.init.InitSpec` dict; default: the
+    literature's choice for that model (Glorot normal for LeNet/Conv-k, Kaiming normal for VGG/ResNet).
+    The returned model carries ``model.lotterylab_arch`` (name and arguments), enough to rebuild it.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+    builder, default_init, default_shape = _REGISTRY[name]
+    shape = tuple(int(s) for s in (input_shape or default_shape))
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    try:
+        model = builder(activation, shape, int(num_classes), **kwargs)
+    except TypeError as e:
+        raise ValueError(f"model {name!r} does not take arguments {sorted(kwargs)}: {e}") from None
+    init_spec = init if init is not None else default_init
+    initialize(model, init_spec, seed)
+    model.lotterylab_arch = {"name": name, "activation": activation, "input_shape": list(shape),
+                             "num_classes": int(num_classes), "kwargs": {k: (list(v) if isinstance(v, tuple) else v)
+                                                                         for k, v in kwargs.items()}}
+    return model.to(device) if device is not None else model
+
+
+def from_arch(arch: dict, init=None, seed: int = 0, device=None) -> nn.Module:
+    """Rebuild a model from its ``lotterylab_arch`` description."""
+    try:
+        return create(arch["name"], arch.get("activation", "relu"), arch.get("input_shape"), arch.get("num_classes", 10),
+                      init=init, seed=seed, device=device, **arch.get("kwargs", {}))
+    except KeyError as e:
+        raise ValueError(f"architecture description lacks {e}; got {arch!r}") from None

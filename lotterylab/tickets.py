@@ -1,0 +1,129 @@
+"""Ticket files: "random network + mask", stored as seed + init spec + bit-packed mask.
+
+The source weights are never stored: they are regenerated from ``(architecture, resolved init
+spec, seed)`` by :mod:`lotterylab.rng`, which gives the same bits on every machine, device and
+torch version. A ticket file therefore costs about one bit per masked source parameter.
+
+File layout (safetensors, nothing pickled):
+
+* tensors ``mask.<param name>``: uint8, the mask's bits packed 8 per byte;
+* JSON metadata: ``kind="ticket"``, ``format_version``, ``lotterylab`` version, ``generator``,
+  ``arch`` (model registry name and arguments), ``init`` (one concrete distribution per
+  parameter), ``seed``, mask shapes and SHA-256, ``source_sha256`` (a hash of the regenerated
+  source, checked on load so a changed generator cannot pass unnoticed) and a free ``report``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__, models
+from .init import InitSpec
+from .io import FileFormatError, load_tensors, save_tensors
+from .masks import MASK_FORMAT_VERSION, Mask, pack_bits
+
+TICKET_FORMAT_VERSION = 1
+GENERATOR = "lotterylab-counter-v1"
+
+
+def state_sha256(model: nn.Module) -> str:
+    """Hash of every parameter's name, shape and float32 bytes (little-endian)."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    return h.hexdigest()
+
+
+class Ticket:
+    """A fixed random source network (by seed) and a mask on it.
+
+    ``masks`` maps parameter names to bool tensors; parameters without an entry are kept whole.
+    """
+
+    def __init__(self, arch: dict, init: dict[str, dict], seed: int, masks: Mask | dict, report: dict | None = None):
+        self.arch = dict(arch)
+        self.init = {k: dict(v) for k, v in init.items()}
+        self.seed = int(seed)
+        self.masks = masks if isinstance(masks, Mask) else Mask(masks)
+        self.report = dict(report or {})
+
+    @classmethod
+    def from_model(cls, model: nn.Module, init: InitSpec | dict | str, seed: int, masks: Mask,
+                   report: dict | None = None) -> "Ticket":
+        """Ticket on a zoo model (``models.create`` output) drawn with ``init`` and ``seed``."""
+        arch = getattr(model, "lotterylab_arch", None)
+        if arch is None:
+            raise ValueError("model has no lotterylab_arch: build it with lotterylab.models.create so it can be regenerated")
+        spec = InitSpec(weight=init) if isinstance(init, str) else (InitSpec.from_dict(init) if isinstance(init, dict) else init)
+        return cls(arch, spec.resolve(model), seed, masks, report)
+
+    def source(self, device=None) -> nn.Module:
+        """The full random source network, regenerated from the seed."""
+        return models.from_arch(self.arch, init=InitSpec(overrides=self.init), seed=self.seed, device=device)
+
+    def network(self, device=None) -> nn.Module:
+        """The pruned network: source values where the mask keeps, exact zeros elsewhere."""
+        return self.masks.apply(self.source(device))
+
+    # --- sizes ------------------------------------------------------------------------------
+    def counts(self) -> dict:
+        src = self.source()
+        total = sum(p.numel() for p in src.parameters())
+        masked_total = self.masks.num_total()
+        kept = self.masks.num_kept() + (total - masked_total)
+        return {"source_parameters": total, "ticket_parameters": kept, "density": kept / total if total else 1.0,
+                "masked_parameters": masked_total}
+
+    # --- files ------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        path = Path(path)
+        source = self.source()
+        self.masks._check(source)
+        meta = {
+            "kind": "ticket", "format_version": TICKET_FORMAT_VERSION, "lotterylab": __version__,
+            "generator": GENERATOR, "arch": self.arch, "init": self.init, "seed": self.seed,
+            "mask": {"format_version": MASK_FORMAT_VERSION, "shapes": {n: list(m.shape) for n, m in self.masks.items()},
+                     "sha256": self.masks.fingerprint()},
+            "source_sha256": state_sha256(source), "report": self.report,
+        }
+        save_tensors(path, {f"mask.{n}": pack_bits(m) for n, m in self.masks.items()}, meta)
+        return path
+
+    @classmethod
+    def load(cls, path, verify_source: bool = True) -> "Ticket":
+        tensors, meta = load_tensors(path, kind="ticket")
+        version = meta.get("format_version")
+        if version != TICKET_FORMAT_VERSION:
+            raise FileFormatError(f"{path}: ticket format version {version}; this lotterylab ({__version__}) reads "
+                                  f"version {TICKET_FORMAT_VERSION}. Upgrade lotterylab to read it.")
+        if meta.get("generator") != GENERATOR:
+            raise FileFormatError(f"{path}: made with generator {meta.get('generator')!r}, this lotterylab has {GENERATOR!r}")
+        try:
+            masks = Mask.from_packed({k[5:]: v for k, v in tensors.items() if k.startswith("mask.")}, meta["mask"], path)
+            ticket = cls(meta["arch"], meta["init"], meta["seed"], masks, meta.get("report"))
+        except KeyError as e:
+            raise FileFormatError(f"{path}: ticket metadata lacks {e}; the file is corrupt") from None
+        if verify_source:
+            got = state_sha256(ticket.source())
+            if got != meta.get("source_sha256"):
+                raise FileFormatError(f"{path}: the regenerated source network differs from the one the ticket was "
+                                      f"made on (hash {got[:12]} != {str(meta.get('source_sha256'))[:12]}); the "
+                                      f"file is corrupt or was written by an incompatible generator")
+        return ticket
+
+    def file_report(self, path) -> dict:
+        """Ticket file size against the dense float32 source."""
+        size = Path(path).stat().st_size
+        n = self.counts()["source_parameters"]
+        return {"file_bytes": size, "dense_float32_bytes": 4 * n, "bits_per_source_parameter": 8 * size / n,
+                "compression_vs_dense": 4 * n / size}
+
+
+def load_ticket(path, verify_source: bool = True) -> Ticket:
+    return Ticket.load(path, verify_source=verify_source)

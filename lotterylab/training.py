@@ -1,0 +1,306 @@
+"""The one training loop every finder reuses.
+
+* hyperparameters in :class:`TrainConfig` (also the CLI of ``lotterylab train``);
+* budgets and intervals as ``"50000it"`` / ``"20ep"``;
+* data order from the counter-based generator: epoch ``e``'s permutation is a pure function of
+  ``(seed, e)``, so a resumed run sees exactly the batches an uninterrupted run sees;
+* evaluation on validation and test, and the iteration of minimum validation loss (the lottery
+  literature's learning-speed metric);
+* checkpoints (model, optimizer, torch RNG, history) written atomically; rerunning with the same
+  ``out`` directory resumes, and a finished run is returned without recomputation;
+* with a :class:`~lotterylab.masks.Mask`, gradients of pruned entries are zeroed before every
+  step and the entries re-zeroed after it, so they stay exactly 0 under momentum, Adam and weight
+  decay (optimizer state of a pruned entry never becomes non-zero).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__, rng
+from .data import DataSplits, Split
+from .hparams import parse_steps, run_hash, to_dict
+from .io import load_tensors, read_json, save_tensors, write_json
+from .masks import Mask
+
+CHECKPOINT = "checkpoint.safetensors"
+RESULT = "result.json"
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = field(default="adam", metadata={"help": "sgd, adam or adamw", "choices": ["sgd", "adam", "adamw"]})
+    lr: float = field(default=1.2e-3, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (SGD)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 (sgd, adam) or decoupled (adamw) weight decay"})
+    batch_size: int = field(default=60, metadata={"help": "examples per step"})
+    budget: str = field(default="50000it", metadata={"help": "training length, e.g. 50000it or 20ep"})
+    schedule: str = field(default="constant", metadata={"help": "constant, cosine or step",
+                                                        "choices": ["constant", "cosine", "step"]})
+    milestones: str = field(default="", metadata={"help": "step schedule: comma list like 80ep,120ep"})
+    gamma: float = field(default=0.1, metadata={"help": "step schedule: factor at each milestone"})
+    warmup: str = field(default="0it", metadata={"help": "linear warm-up length"})
+    eval_every: str = field(default="1ep", metadata={"help": "evaluation (and checkpoint) interval"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order and of dropout"})
+
+
+@dataclass
+class Callback:
+    """Hooks into the loop; set ``loop.stop = True`` to end training early."""
+
+    def on_step_end(self, loop: "Loop") -> None:  # after the optimizer step (and mask)
+        pass
+
+    def on_eval(self, loop: "Loop", record: dict) -> None:
+        pass
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or adamw")
+
+
+def lr_factor(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
+    warm = parse_steps(cfg.warmup, per_epoch)
+    f = 1.0
+    if cfg.schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * min(it, total) / max(total, 1)))
+    elif cfg.schedule == "step":
+        marks = [parse_steps(m, per_epoch) for m in cfg.milestones.split(",") if m.strip()]
+        f = cfg.gamma ** sum(it >= m for m in marks)
+    elif cfg.schedule != "constant":
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or step")
+    if warm and it < warm:
+        f *= (it + 1) / warm
+    return f
+
+
+def epoch_order(seed: int, epoch: int, n: int, device=None) -> torch.Tensor:
+    """Permutation of range(n) for one epoch, identical on every machine and after resume."""
+    keys = rng.random_bits(seed, 0x5EED0000 + epoch % 0xFFFF, n, 0, device)
+    return torch.sort(keys, stable=True).indices
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict:
+    was = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(split), batch_size):
+        out = model(split.x[i:i + batch_size])
+        y = split.y[i:i + batch_size]
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+    model.train(was)
+    n = max(len(split), 1)
+    return {"loss": loss / n, "accuracy": correct / n}
+
+
+class Loop:
+    """State of one training run (what callbacks see)."""
+
+    def __init__(self, model, optimizer, mask, cfg, total, per_epoch):
+        self.model, self.optimizer, self.mask, self.cfg = model, optimizer, mask, cfg
+        self.total, self.per_epoch = total, per_epoch
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.stop = False
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(path: Path, loop: Loop, config_hash: str) -> None:
+    tensors = {f"model.{k}": v for k, v in loop.model.state_dict().items()}
+    opt_t, opt_meta = _optimizer_tensors(loop.optimizer)
+    tensors.update(opt_t)
+    tensors["torch_rng"] = torch.get_rng_state()
+    save_tensors(path, tensors, {"kind": "checkpoint", "iteration": loop.iteration, "history": loop.history,
+                                 "optimizer": opt_meta, "config_hash": config_hash, "lotterylab": __version__})
+
+
+def load_checkpoint(path: Path, loop: Loop, config_hash: str) -> None:
+    tensors, meta = load_tensors(path, kind="checkpoint")
+    if meta.get("config_hash") != config_hash:
+        raise ValueError(f"{path} belongs to a run with other hyperparameters ({meta.get('config_hash')} != "
+                         f"{config_hash}); use another --out directory or delete it")
+    device = next(loop.model.parameters()).device
+    loop.model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimizer(loop.optimizer, {k: v.to(device) if v.dim() else v for k, v in tensors.items()},
+                    meta["optimizer"])
+    torch.set_rng_state(tensors["torch_rng"])
+    loop.iteration, loop.history = meta["iteration"], meta["history"]
+
+
+def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, mask: Mask | None = None,
+          out: str | Path | None = None, callbacks: Sequence[Callback] = (), device=None, threads: int | None = None,
+          progress: bool = True, extra_hash: dict | None = None) -> dict:
+    """Train ``model`` in place on ``data`` and return the run's result (also ``out/result.json``).
+
+    ``out``: directory for checkpoints and ``result.json``; rerunning with the same directory
+    resumes an interrupted run and returns a finished one as is. ``extra_hash``: anything else
+    that defines the run (model, data, mask) so a directory is never resumed with other inputs.
+    """
+    cfg = cfg or TrainConfig()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    train_split = data.train if data.train.x.device == device else data.train.to(device)
+    val = data.val if data.val.x.device == device else data.val.to(device)
+    test = data.test if data.test.x.device == device else data.test.to(device)
+    n = len(train_split)
+    if n < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} training examples")
+    per_epoch = n // cfg.batch_size  # full batches only: every step sees batch_size examples
+    total = parse_steps(cfg.budget, per_epoch)
+    eval_every = max(parse_steps(cfg.eval_every, per_epoch), 1)
+    config_hash = run_hash(cfg, extra_hash or {}, {"mask": mask.fingerprint() if mask is not None else None})
+
+    out = Path(out) if out is not None else None
+    if out is not None and (out / RESULT).exists():
+        done = read_json(out / RESULT)
+        if done.get("config_hash") == config_hash and done.get("finished"):
+            tensors, _ = load_tensors(out / CHECKPOINT, kind="checkpoint")
+            model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
+            return done
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg, params)
+    loop = Loop(model, optimizer, mask, cfg, total, per_epoch)
+    torch.manual_seed(cfg.seed)  # dropout and any other torch-side randomness
+    if out is not None and (out / CHECKPOINT).exists():
+        load_checkpoint(out / CHECKPOINT, loop, config_hash)
+
+    masked: list[torch.Tensor] = []
+    mask_values: list[torch.Tensor] = []
+    if mask is not None:
+        named = dict(model.named_parameters())
+        mask._check(model)
+        masked = [named[k] for k in mask]
+        mask_values = [m.to(device=device, dtype=named[k].dtype) for k, m in mask.items()]
+        with torch.no_grad():
+            torch._foreach_mul_(masked, mask_values)
+
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=loop.iteration, desc="train", unit="it", dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter()
+    start_it = loop.iteration
+    run_loss = torch.zeros((), device=device)
+    run_count = 0
+    model.train()
+    order = None
+    order_epoch = -1
+    while loop.iteration < total and not loop.stop:
+        epoch, pos = divmod(loop.iteration, per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(cfg.seed, epoch, n, device), epoch
+        idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+        x, y = train_split.x[idx], train_split.y[idx]
+
+        f = lr_factor(cfg, loop.iteration, total, per_epoch)
+        for g, lr in zip(optimizer.param_groups, base_lrs):
+            g["lr"] = lr * f
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        if masked:
+            grads = [p.grad for p in masked if p.grad is not None]
+            if len(grads) == len(masked):
+                torch._foreach_mul_(grads, mask_values)
+        optimizer.step()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_(masked, mask_values)
+        loop.iteration += 1
+        run_loss += loss.detach()
+        run_count += 1
+        if bar is not None:
+            bar.update(1)
+        for cb in callbacks:
+            cb.on_step_end(loop)
+
+        if loop.iteration % eval_every == 0 or loop.iteration == total or loop.stop:
+            record = {"iteration": loop.iteration, "epoch": loop.iteration / per_epoch,
+                      "train_loss": float(run_loss) / max(run_count, 1),
+                      **{f"val_{k}": v for k, v in evaluate(model, val).items()},
+                      **{f"test_{k}": v for k, v in evaluate(model, test).items()}}
+            run_loss.zero_()
+            run_count = 0
+            loop.history.append(record)
+            if bar is not None:
+                bar.set_postfix(val_acc=f"{record['val_accuracy']:.4f}", test_acc=f"{record['test_accuracy']:.4f}")
+            for cb in callbacks:
+                cb.on_eval(loop, record)
+            if out is not None:
+                save_checkpoint(out / CHECKPOINT, loop, config_hash)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    steps = loop.iteration - start_it
+    result = summarize(loop, cfg, config_hash, elapsed, steps)
+    if out is not None:
+        write_json(out / RESULT, result)
+    return result
+
+
+def summarize(loop: Loop, cfg: TrainConfig, config_hash: str, elapsed: float, steps: int) -> dict:
+    hist = loop.history
+    best = min(hist, key=lambda r: r["val_loss"]) if hist else None
+    return {
+        "kind": "train",
+        "finished": loop.iteration >= loop.total or loop.stop,
+        "stopped_early": bool(loop.stop and loop.iteration < loop.total),
+        "config": to_dict(cfg),
+        "config_hash": config_hash,
+        "iterations": loop.iteration,
+        "iterations_per_epoch": loop.per_epoch,
+        "final": hist[-1] if hist else None,
+        "min_val_loss": best,
+        "min_val_loss_iteration": best["iteration"] if best else None,
+        "history": hist,
+        "wall_time_s": elapsed,
+        "seconds_per_epoch": elapsed / steps * loop.per_epoch if steps else None,
+        "threads": torch.get_num_threads(),
+        "versions": {"lotterylab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
