@@ -200,6 +200,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         if done.get("config_hash") == config_hash and done.get("finished"):
             tensors, _ = load_tensors(out / CHECKPOINT, kind="checkpoint")
             model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
+            done["loaded_from"] = str(out)  # not stored: tells the caller nothing was recomputed
             return done
 
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,47 @@
+import json
+
+import pytest
+import torch
+
+from lotterylab import Mask, Ticket, models
+from lotterylab.cli import build_parser, main
+
+from conftest import needs_mnist
+
+
+def test_boolean_flags_parse_false_as_false():
+    ns = build_parser().parse_args(["train", "--no-nesterov"])
+    assert ns.nesterov is False
+    assert build_parser().parse_args(["train", "--nesterov"]).nesterov is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--nesterov", "False"])
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOTTERYLAB_DATA", str(tmp_path))
+    assert main(["train", "--budget", "1it", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "lotterylab data fetch mnist" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_train_writes_result_and_info_reads_everything(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--budget", "40it", "--eval-every", "20it", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["iterations"] == 40 and res["config"]["lr"] == 1.2e-3
+    assert res["model_data"]["model"] == "lenet_300_100" and res["versions"]["torch"] == torch.__version__
+    assert "test accuracy" in capsys.readouterr().out
+    # rerun: nothing recomputed
+    assert main(["train", "--budget", "40it", "--eval-every", "20it", "--out", str(out), "--quiet"]) == 0
+    assert "finished run loaded" in capsys.readouterr().out
+
+    model = models.create("lenet_300_100", seed=1)
+    mask = Mask.ones_like(model)
+    mask.save(tmp_path / "m.safetensors")
+    Ticket.from_model(model, "glorot_normal", 1, mask).save(tmp_path / "t.ticket")
+    for path, needle in ((out / "checkpoint.safetensors", "iteration 40"), (tmp_path / "m.safetensors", "density 1.0000"),
+                         (tmp_path / "t.ticket", "bits_per_source_parameter"), (out, "config_hash")):
+        assert main(["info", str(path)]) == 0
+        assert needle in capsys.readouterr().out
+    (tmp_path / "bad").write_bytes(b"garbage")
+    assert main(["info", str(tmp_path / "bad")]) == 2
