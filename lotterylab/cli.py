@@ -55,7 +55,7 @@ def cmd_train(ns) -> int:
     write_json(out / "result.json", result)
     print(f"test accuracy {final['test_accuracy']:.4f} (val {final['val_accuracy']:.4f}) after "
           f"{result['iterations']} iterations; min val loss at iteration {result['min_val_loss_iteration']}; "
-          f"{result['seconds_per_epoch']:.2f} s/epoch including evaluation")
+          f"{result['seconds_per_epoch']:.2f} s per training epoch")
     return 0
 
 

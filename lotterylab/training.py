@@ -66,14 +66,24 @@ class Callback:
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or adamw")
+    """The configured optimizer, in torch's fused implementation where the device has one.
+
+    Why fused: the default CPU Adam computes ``sqrt(exp_avg_sq)`` with a vector kernel that is
+    ~6x slower on zeros than on normal numbers, and a mask keeps the state of every pruned entry at
+    exactly zero; the fused kernel has no such slow path (masked training 1.6x -> ~1.1x the
+    unmasked time on LeNet-300-100).
+    """
+    params = list(params)
+    kinds = {"sgd": lambda **kw: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                                  weight_decay=cfg.weight_decay, **kw),
+             "adam": lambda **kw: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw),
+             "adamw": lambda **kw: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or adamw")
+    try:
+        return kinds[cfg.optimizer](fused=True)
+    except (RuntimeError, TypeError, ValueError):  # device or torch version without a fused kernel
+        return kinds[cfg.optimizer]()
 
 
 def lr_factor(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
@@ -229,6 +239,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     start_it = loop.iteration
     run_loss = torch.zeros((), device=device)
     run_count = 0
+    eval_time = 0.0  # evaluation and checkpoints, kept apart from the training speed
     model.train()
     order = None
     order_epoch = -1
@@ -262,6 +273,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
             cb.on_step_end(loop)
 
         if loop.iteration % eval_every == 0 or loop.iteration == total or loop.stop:
+            te = time.perf_counter()
             record = {"iteration": loop.iteration, "epoch": loop.iteration / per_epoch,
                       "train_loss": float(run_loss) / max(run_count, 1),
                       **{f"val_{k}": v for k, v in evaluate(model, val).items()},
@@ -275,17 +287,18 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
                 cb.on_eval(loop, record)
             if out is not None:
                 save_checkpoint(out / CHECKPOINT, loop, config_hash)
+            eval_time += time.perf_counter() - te
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0
     steps = loop.iteration - start_it
-    result = summarize(loop, cfg, config_hash, elapsed, steps)
+    result = summarize(loop, cfg, config_hash, elapsed, eval_time, steps)
     if out is not None:
         write_json(out / RESULT, result)
     return result
 
 
-def summarize(loop: Loop, cfg: TrainConfig, config_hash: str, elapsed: float, steps: int) -> dict:
+def summarize(loop: Loop, cfg: TrainConfig, config_hash: str, elapsed: float, eval_time: float, steps: int) -> dict:
     hist = loop.history
     best = min(hist, key=lambda r: r["val_loss"]) if hist else None
     return {
@@ -301,7 +314,9 @@ def summarize(loop: Loop, cfg: TrainConfig, config_hash: str, elapsed: float, st
         "min_val_loss_iteration": best["iteration"] if best else None,
         "history": hist,
         "wall_time_s": elapsed,
-        "seconds_per_epoch": elapsed / steps * loop.per_epoch if steps else None,
+        "eval_time_s": eval_time,
+        # training steps only (this session's, if resumed): the figure the literature's timings quote
+        "seconds_per_epoch": (elapsed - eval_time) / steps * loop.per_epoch if steps else None,
         "threads": torch.get_num_threads(),
         "versions": {"lotterylab": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
