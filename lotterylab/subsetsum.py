@@ -1,0 +1,351 @@
+"""Batched random subset sum: approximate each target by the sum of a subset of its candidates.
+
+``solve(values, targets, eps, objective=..., k=None)`` solves B independent instances in one call:
+
+* ``values [B, n]`` and ``targets [B]`` (scalar instances), or ``values [B, n, d]`` and
+  ``targets [B, d]`` (vector instances, l-infinity error; da Cunha et al. 2023), ``n <= 32``;
+* objectives (all exact for scalar instances):
+
+  - ``min_error``: the best subset (meet in the middle);
+  - ``min_cardinality``: the smallest subset within ``eps``, ties by smaller error; when none is
+    within ``eps`` the best-error subset is returned and ``fallback`` is set;
+  - ``min_l1``: among subsets within ``eps`` the one with the smallest ``sum |x_i|`` (it bounds
+    error amplification in depth-L+1 tickets), ``fallback`` as above;
+  - ``fixed_size``: the best subset with exactly ``k`` elements (Natale et al. 2024).
+
+Vector instances are solved exactly by enumerating all ``2**n`` subsets while
+``2**n * d <= VECTOR_EXACT_BUDGET``; beyond it ``min_error`` and ``min_cardinality`` use a local
+search (single flips from several reproducible starts, then greedy removal for cardinality) and the
+result says ``exact=False``.
+
+On CPU the work runs in compiled numba kernels (:mod:`lotterylab._rss_kernels`) over
+``torch.get_num_threads()`` threads; on other devices (CUDA) in batched torch code on that
+device. Decisions are made in float64 whatever the input dtype, so a float32 and a float64 call
+on the same numbers choose the same subsets. Work is chunked, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+OBJECTIVES = ("min_error", "min_cardinality", "min_l1", "fixed_size")
+MAX_N = 32
+VECTOR_EXACT_BUDGET = 2**22  # 2**n * d per instance; n <= 20 at d <= 4
+CHUNK = 1 << 17  # instances per kernel call: bounds the float64 copies and outputs held at once
+
+try:  # numba is a hard dependency; the torch path stays usable (and tested) without it
+    from . import _rss_kernels as _k
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    _k = None
+    HAVE_NUMBA = False
+
+
+@dataclass
+class SubsetSumResult:
+    mask: torch.Tensor        # bool [B, n]: the chosen subsets
+    sum: torch.Tensor         # [B] or [B, d]: achieved sums (input dtype)
+    error: torch.Tensor       # [B]: |target - sum| (l-infinity for vectors)
+    ok: torch.Tensor          # bool [B]: error <= eps
+    fallback: torch.Tensor    # bool [B]: no subset within eps, the best-error subset is returned instead
+    objective: str
+    eps: float
+    exact: bool = True        # False when the vector heuristic ran
+    method: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> torch.Tensor:
+        return self.mask.sum(dim=1)
+
+    def summary(self) -> dict:
+        e = self.error.double()
+        B = e.numel()
+        q = (lambda p: float(torch.quantile(e, p))) if B else (lambda p: float("nan"))
+        return {"instances": B, "objective": self.objective, "eps": self.eps, "exact": self.exact,
+                "method": self.method, "failure_rate": float((~self.ok).double().mean()) if B else 0.0,
+                "fallbacks": int(self.fallback.sum()), "mean_size": float(self.size.double().mean()) if B else 0.0,
+                "error_median": q(0.5), "error_p99": q(0.99), "error_max": float(e.max()) if B else float("nan")}
+
+
+def _validate(values, targets, eps, objective, k):
+    if not isinstance(values, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise TypeError("values and targets must be torch tensors")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if values.dim() not in (2, 3):
+        raise ValueError(f"values must be [B, n] or [B, n, d], got shape {tuple(values.shape)}")
+    if not values.is_floating_point() or not targets.is_floating_point():
+        raise TypeError(f"values and targets must be floating point, got {values.dtype} and {targets.dtype}")
+    B, n = values.shape[:2]
+    if n < 1 or n > MAX_N:
+        raise ValueError(f"n (candidates per instance) must be in 1..{MAX_N}, got {n}; split the instance or "
+                         f"use fewer candidates")
+    want = (B,) if values.dim() == 2 else (B, values.shape[2])
+    if tuple(targets.shape) != want:
+        raise ValueError(f"targets must have shape {want} for values of shape {tuple(values.shape)}, "
+                         f"got {tuple(targets.shape)}")
+    if targets.device != values.device:
+        raise ValueError(f"values on {values.device} but targets on {targets.device}; put both on one device")
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"eps must be a number, got {eps!r}") from None
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    if objective == "fixed_size":
+        if k is None or not isinstance(k, int) or not 0 <= k <= n:
+            raise ValueError(f"fixed_size needs an integer k in 0..{n}, got {k!r}")
+    elif k is not None:
+        raise ValueError(f"k is only used by objective='fixed_size', not {objective!r}")
+    if B and not (torch.isfinite(values).all() and torch.isfinite(targets).all()):
+        raise ValueError("values and targets must be finite (found NaN or inf)")
+    return eps
+
+
+def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: str = "min_error",
+          k: int | None = None) -> SubsetSumResult:
+    """Solve ``values.shape[0]`` independent subset-sum instances at once (see module docs)."""
+    eps = _validate(values, targets, eps, objective, k)
+    B, n = values.shape[:2]
+    vector = values.dim() == 3
+    device = values.device
+    use_numba = HAVE_NUMBA and device.type == "cpu"
+    mask = torch.empty(B, n, dtype=torch.bool, device=device)
+    sums = torch.empty(targets.shape, dtype=torch.float64, device=device)
+    err = torch.empty(B, dtype=torch.float64, device=device)
+    ok = torch.empty(B, dtype=torch.bool, device=device)
+    fallback = torch.zeros(B, dtype=torch.bool, device=device)
+    exact = True
+    for lo in range(0, B, CHUNK):
+        hi = min(lo + CHUNK, B)
+        X = values[lo:hi].detach().to(torch.float64).contiguous()
+        T = targets[lo:hi].detach().to(torch.float64).contiguous()
+        b, f, ex = (_solve_numba if use_numba else _solve_torch)(X, T, eps, objective, k, vector)
+        fallback[lo:hi] = f
+        exact = exact and ex
+        if use_numba and not vector:  # one compiled pass; the general path below makes 5 tensor passes
+            _k.finish(X.numpy(), T.numpy(), b.numpy(), eps, mask[lo:hi].numpy(), sums[lo:hi].numpy(),
+                      err[lo:hi].numpy(), ok[lo:hi].numpy(), max(1, min(hi - lo, _threads())))
+            continue
+        m = ((b.view(-1, 1) >> torch.arange(n, device=b.device)) & 1).bool()
+        mask[lo:hi] = m
+        if vector:
+            s64 = (X * m.unsqueeze(-1)).sum(dim=1)
+            e64 = (T - s64).abs().amax(dim=1)
+        else:
+            s64 = (X * m).sum(dim=1)
+            e64 = (T - s64).abs()
+        sums[lo:hi], err[lo:hi], ok[lo:hi] = s64, e64, e64 <= eps
+    method = ("numba" if use_numba else f"torch-{device.type}") + ("-vector" if vector else "")
+    return SubsetSumResult(mask=mask, sum=sums.to(values.dtype), error=err.to(values.dtype), ok=ok,
+                           fallback=fallback, objective=objective, eps=eps, exact=exact,
+                           method=method + ("" if exact else "-heuristic"))
+
+
+def _threads() -> int:
+    """Use torch's thread setting for numba too; returns the number of blocks to split work into."""
+    from numba import config, set_num_threads
+
+    n = max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS))
+    set_num_threads(n)
+    return 16 * n
+
+
+def _solve_numba(X, T, eps, objective, k, vector):
+    blocks = _threads()
+    Xn, Tn = X.contiguous().numpy(), T.contiguous().numpy()
+    B, n = Xn.shape[:2]
+    nb = max(1, min(B, blocks))
+    out = torch.zeros(B, dtype=torch.int64)
+    flag = torch.zeros(B, dtype=torch.bool)
+    on, of = out.numpy(), flag.numpy()
+    if vector:
+        d = Xn.shape[2]
+        if (1 << n) * d <= VECTOR_EXACT_BUDGET:
+            _k.vector_brute_force(Xn, Tn, eps, OBJECTIVES.index(objective), -1 if k is None else k, on, of, nb)
+            return out, flag, True
+        if objective not in ("min_error", "min_cardinality"):
+            raise ValueError(f"vector instances with 2**n * d > {VECTOR_EXACT_BUDGET} (n={n}, d={d}) are solved "
+                             f"heuristically for min_error and min_cardinality only; use fewer candidates for "
+                             f"{objective!r}")
+        _k.vector_local_search(Xn, Tn, eps, 8, 0, on, nb)
+        if objective == "min_cardinality":
+            out, flag = _greedy_prune(X, T, eps, out)
+        return out, flag, False
+    if objective == "min_error":
+        _k.min_error(Xn, Tn, on, nb)
+    elif objective == "min_cardinality":
+        _k.by_size(Xn, Tn, eps, -1, on, of, nb)
+    elif objective == "fixed_size":
+        _k.by_size(Xn, Tn, eps, k, on, of, nb)
+    else:
+        _k.min_l1(Xn, Tn, eps, on, of, nb)
+    return out, flag, True
+
+
+def _greedy_prune(X, T, eps, bits):
+    """Heuristic cardinality reduction for vector instances: drop elements while staying within eps."""
+    B, n, _ = X.shape
+    shifts = torch.arange(n)
+    mask = ((bits.view(-1, 1) >> shifts) & 1).bool()
+    s = (X * mask.unsqueeze(-1)).sum(1)
+    ok = (T - s).abs().amax(1) <= eps
+    for _ in range(n):
+        # error after removing each element; take the best removal that keeps the instance within eps
+        cand = (T.unsqueeze(1) - (s.unsqueeze(1) - X)).abs().amax(2)  # [B, n]
+        cand = torch.where(mask & ok.unsqueeze(1), cand, torch.inf)
+        best, j = cand.min(1)
+        go = best <= eps
+        if not go.any():
+            break
+        rows = go.nonzero().squeeze(1)
+        mask[rows, j[rows]] = False
+        s[rows] -= X[rows, j[rows]]
+    return (mask.long() << shifts).sum(1), ~ok
+
+
+# --- torch path: any device ------------------------------------------------------------------------
+
+def _subset_matrix(m: int, device) -> torch.Tensor:
+    idx = torch.arange(1 << m, device=device)
+    return ((idx.view(-1, 1) >> torch.arange(m, device=device)) & 1).to(torch.float64)  # [2**m, m]
+
+
+def _solve_torch(X, T, eps, objective, k, vector):
+    B, n = X.shape[:2]
+    device = X.device
+    if not vector and objective == "min_error":
+        a = n // 2
+        Pa, Pb = _subset_matrix(a, device), _subset_matrix(n - a, device)
+        SA = X[:, :a] @ Pa.T                      # [B, 2**a]
+        SB = X[:, a:] @ Pb.T                      # [B, 2**b]
+        SBs, order = SB.sort(dim=1)
+        q = T.view(-1, 1) - SA                    # want SB closest to q
+        pos = torch.searchsorted(SBs, q.contiguous())
+        lo = (pos - 1).clamp(min=0)
+        hi = pos.clamp(max=SBs.shape[1] - 1)
+        e_lo = (q - SBs.gather(1, lo)).abs()
+        e_hi = (q - SBs.gather(1, hi)).abs()
+        jb = torch.where(e_hi < e_lo, hi, lo)
+        e = torch.minimum(e_lo, e_hi)
+        ia = e.argmin(dim=1)
+        ib = order.gather(1, jb.gather(1, ia.view(-1, 1))).squeeze(1)
+        return ia | (ib << a), torch.zeros(B, dtype=torch.bool, device=device), True
+    # everything else: exhaustive enumeration in row chunks (bounded memory)
+    if (1 << n) * (X.shape[2] if vector else 1) > 2**24:
+        raise ValueError(f"objective {objective!r} with n={n} on device {device.type} enumerates 2**{n} subsets; "
+                         f"use CPU tensors (compiled solver) or n <= 24")
+    P = _subset_matrix(n, device)                 # [2**n, n]
+    card = P.sum(1)
+    rows = max(1, (1 << 24) // (1 << n))
+    bits_out = torch.empty(B, dtype=torch.int64, device=device)
+    flag_out = torch.zeros(B, dtype=torch.bool, device=device)
+    for lo in range(0, B, rows):
+        x, t = X[lo:lo + rows], T[lo:lo + rows]
+        if vector:
+            s = torch.einsum("sn,bnd->bsd", P, x)
+            err = (t.unsqueeze(1) - s).abs().amax(2)
+            l1 = P @ x.abs().sum(2).T             # [2**n, b]
+            l1 = l1.T
+        else:
+            s = x @ P.T
+            err = (t.view(-1, 1) - s).abs()
+            l1 = x.abs() @ P.T
+        bits_out[lo:lo + rows], flag_out[lo:lo + rows] = _pick(err, card, l1, eps, objective, k)
+    return bits_out, flag_out, True
+
+
+def _pick(err, card, l1, eps, objective, k):
+    """Index (= bit mask) of the best subset per row under the objective; lexicographic keys."""
+    if objective == "min_error":
+        return err.argmin(1), torch.zeros(err.shape[0], dtype=torch.bool, device=err.device)
+    if objective == "fixed_size":
+        return torch.where(card == k, err, torch.inf).argmin(1), torch.zeros(err.shape[0], dtype=torch.bool,
+                                                                           device=err.device)
+    within = err <= eps
+    primary = card.expand_as(err) if objective == "min_cardinality" else l1
+    best_p = torch.where(within, primary, torch.inf).amin(1, keepdim=True)
+    tie = within & (primary == best_p)
+    chosen = torch.where(tie, err, torch.inf).argmin(1)
+    none = ~within.any(1)
+    chosen = torch.where(none, err.argmin(1), chosen)
+    return chosen, none
+
+
+# --- calibration ---------------------------------------------------------------------------------
+
+DISTRIBUTIONS = ("uniform", "product", "product_masked", "normal", "nsn")
+
+
+def sample_instances(distribution: str, B: int, n: int, seed: int = 0, d: int | None = None,
+                     target_range: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random instances: candidates from ``distribution``, targets uniform on [-target_range, target_range].
+
+    * ``uniform``: U[-1, 1];
+    * ``product``: X*Y with X, Y ~ U[-1, 1] (a weight of one layer times one of the next);
+    * ``product_masked``: X*Y with X ~ U[-1, 1] masked to 0 when negative (the sign trick of
+      Pensia et al.: half the candidates are zero);
+    * ``normal``: N(0, 1);
+    * ``nsn``: normal-scaled-normal vectors z*Z, z ~ N(0, 1), Z ~ N(0, I_d) (needs ``d``).
+
+    Draws come from :mod:`lotterylab.rng`, so the instances are identical on every machine.
+    """
+    from . import rng
+
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+    shape = (B, n) if d is None else (B, n, d)
+    if distribution == "nsn" and d is None:
+        raise ValueError("the 'nsn' distribution draws vectors: pass d >= 1")
+    u = lambda s, shp: rng.uniform(seed, s, shp, -1.0, 1.0)  # noqa: E731
+    if distribution == "uniform":
+        values = u(1, shape)
+    elif distribution == "product":
+        values = u(1, shape) * u(2, shape)
+    elif distribution == "product_masked":
+        first = u(1, shape)
+        values = first.clamp(min=0) * u(2, shape)
+    elif distribution == "normal":
+        values = rng.normal(seed, 1, shape)
+    else:
+        values = rng.normal(seed, 1, (B, n, 1)) * rng.normal(seed, 2, shape)
+    tshape = (B,) if d is None else (B, d)
+    targets = rng.uniform(seed, 3, tshape, -target_range, target_range)
+    return values, targets
+
+
+def calibrate(distribution: str, n: int, eps: float, objective: str = "min_error", trials: int = 20000,
+              seed: int = 0, d: int | None = None, target_range: float = 1.0) -> dict:
+    """Estimated failure rate (no subset within eps) with a 95% Wilson interval, and mean subset size."""
+    values, targets = sample_instances(distribution, trials, n, seed, d, target_range)
+    res = solve(values, targets, eps, objective)
+    fails = int((~res.ok).sum())
+    z = 1.959964
+    p = fails / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return {"distribution": distribution, "n": n, "d": d, "eps": eps, "objective": objective, "trials": trials,
+            "failures": fails, "failure_rate": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)],
+            "mean_size": float(res.size.double().mean()), "exact": res.exact}
+
+
+def choose_n(distribution: str, eps: float, delta: float = 0.01, n_max: int = MAX_N, trials: int = 20000,
+             seed: int = 0, d: int | None = None, target_range: float = 1.0) -> int:
+    """Smallest n whose estimated failure rate (upper 95% bound) is <= delta.
+
+    A failure costs a construction one extra neuron, so this trades source width against retries.
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    for n in range(2, n_max + 1):
+        r = calibrate(distribution, n, eps, "min_error", trials, seed, d, target_range)
+        if r["ci95"][1] <= delta:
+            return n
+    raise ValueError(f"no n <= {n_max} reaches failure rate {delta} at eps {eps} for {distribution!r}; "
+                     f"raise eps or delta")
