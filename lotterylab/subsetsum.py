@@ -107,14 +107,27 @@ def _validate(values, targets, eps, objective, k):
     return eps
 
 
+BACKENDS = ("auto", "numba", "torch", "brute_force")
+
+
 def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: str = "min_error",
-          k: int | None = None) -> SubsetSumResult:
-    """Solve ``values.shape[0]`` independent subset-sum instances at once (see module docs)."""
+          k: int | None = None, *, backend: str = "auto") -> SubsetSumResult:
+    """Solve ``values.shape[0]`` independent subset-sum instances at once (see module docs).
+
+    ``backend``: ``auto`` (compiled kernels on CPU, torch elsewhere), ``numba``, ``torch``
+    (meet in the middle for min_error, enumeration otherwise, on the tensors' device) or
+    ``brute_force`` (enumerate all 2**n subsets on the device: the reference, n <= 24).
+    """
     eps = _validate(values, targets, eps, objective, k)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     B, n = values.shape[:2]
     vector = values.dim() == 3
     device = values.device
-    use_numba = HAVE_NUMBA and device.type == "cpu"
+    if backend == "numba" and (not HAVE_NUMBA or device.type != "cpu"):
+        raise ValueError("backend='numba' needs numba and CPU tensors")
+    use_numba = backend == "numba" or (backend == "auto" and HAVE_NUMBA and device.type == "cpu")
+    brute = backend == "brute_force"
     mask = torch.empty(B, n, dtype=torch.bool, device=device)
     sums = torch.empty(targets.shape, dtype=torch.float64, device=device)
     err = torch.empty(B, dtype=torch.float64, device=device)
@@ -125,7 +138,10 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
         hi = min(lo + CHUNK, B)
         X = values[lo:hi].detach().to(torch.float64).contiguous()
         T = targets[lo:hi].detach().to(torch.float64).contiguous()
-        b, f, ex = (_solve_numba if use_numba else _solve_torch)(X, T, eps, objective, k, vector)
+        if use_numba:
+            b, f, ex = _solve_numba(X, T, eps, objective, k, vector)
+        else:
+            b, f, ex = _solve_torch(X, T, eps, objective, k, vector, brute)
         fallback[lo:hi] = f
         exact = exact and ex
         if use_numba and not vector:  # one compiled pass; the general path below makes 5 tensor passes
@@ -141,7 +157,8 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
             s64 = (X * m).sum(dim=1)
             e64 = (T - s64).abs()
         sums[lo:hi], err[lo:hi], ok[lo:hi] = s64, e64, e64 <= eps
-    method = ("numba" if use_numba else f"torch-{device.type}") + ("-vector" if vector else "")
+    method = ("numba" if use_numba else f"{'brute_force' if brute else 'torch'}-{device.type}") + \
+        ("-vector" if vector else "")
     return SubsetSumResult(mask=mask, sum=sums.to(values.dtype), error=err.to(values.dtype), ok=ok,
                            fallback=fallback, objective=objective, eps=eps, exact=exact,
                            method=method + ("" if exact else "-heuristic"))
@@ -216,10 +233,10 @@ def _subset_matrix(m: int, device) -> torch.Tensor:
     return ((idx.view(-1, 1) >> torch.arange(m, device=device)) & 1).to(torch.float64)  # [2**m, m]
 
 
-def _solve_torch(X, T, eps, objective, k, vector):
+def _solve_torch(X, T, eps, objective, k, vector, brute=False):
     B, n = X.shape[:2]
     device = X.device
-    if not vector and objective == "min_error":
+    if not vector and objective == "min_error" and not brute:
         a = n // 2
         Pa, Pb = _subset_matrix(a, device), _subset_matrix(n - a, device)
         SA = X[:, :a] @ Pa.T                      # [B, 2**a]
