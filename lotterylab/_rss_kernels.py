@@ -126,18 +126,25 @@ def _sorted_sums(x, lo, hi, S, M, L, TS, TM, TL):
 
 
 @njit(cache=True)
-def _sorted_sums_by_size(x, lo, hi, S, M, off, TS, TM, toff):
-    """Subset sums of x[lo:hi] grouped by subset size c in [off[c], off[c+1]), each group sorted."""
+def _sorted_sums_by_size(x, lo, hi, cmax, S, M, off, TS, TM, toff):
+    """Subset sums of x[lo:hi] with at most ``cmax`` elements, grouped by size.
+
+    Group c (sums of c-element subsets) is S[off[c]:off[c+1]], sorted. Adding element v makes the
+    new group c = merge(old group c, old group c-1 + v). Stopping at ``cmax`` keeps the small
+    groups, which answer most minimum-cardinality instances, at a fraction of the full cost.
+    Returns the arrays holding the groups and the number of groups built minus one.
+    """
     S[0] = 0.0
     M[0] = 0
     off[0] = 0
     off[1] = 1
-    r = 0
+    r = 0  # largest group index present
     for j in range(lo, hi):
         v = x[j]
         bit = np.int64(1) << j
         o = 0
-        for c in range(r + 2):
+        top = min(r + 1, cmax)
+        for c in range(top + 1):
             toff[c] = o
             i, iend = (off[c], off[c + 1]) if c <= r else (0, 0)
             k, kend = (off[c - 1], off[c]) if c >= 1 else (0, 0)
@@ -162,12 +169,12 @@ def _sorted_sums_by_size(x, lo, hi, S, M, off, TS, TM, toff):
                 TM[o] = M[k] | bit
                 k += 1
                 o += 1
-        toff[r + 2] = o
-        r += 1
+        toff[top + 1] = o
+        r = top
         S, TS = TS, S
         M, TM = TM, M
         off, toff = toff, off
-    return S, M, off
+    return S, M, off, r
 
 
 @njit(parallel=True, cache=True)
@@ -188,9 +195,27 @@ def min_error(X, T, out_mask, nb):
             out_mask[inst] = mask
 
 
+@njit(cache=True)
+def _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t):
+    """Closest sum to t over subsets of exactly c elements (all splits between the halves)."""
+    best = INF
+    best_mask = np.int64(0)
+    for ca in range(max(0, c - rb), min(c, ra) + 1):
+        e, msk = _closest(SA, MA, OA[ca], OA[ca + 1], SB, MB, OB[c - ca], OB[c - ca + 1], t)
+        if e < best:
+            best = e
+            best_mask = msk
+    return best, best_mask
+
+
 @njit(parallel=True, cache=True)
 def by_size(X, T, eps, k, out_mask, out_flag, nb):
-    """k < 0: minimum cardinality within eps (flag = none within eps, min-error fallback); else exactly k."""
+    """k < 0: minimum cardinality within eps (flag = none within eps, min-error fallback); else exactly k.
+
+    Minimum cardinality searches in stages: sizes 0..2 with groups of at most 2 elements per half
+    (exact for those sizes: no part of such a subset is larger), then sizes 3..4 with groups of
+    at most 4, then the rest with full groups. Most instances end in the first, cheap stage.
+    """
     B, n = X.shape
     a = n // 2
     b = n - a
@@ -205,29 +230,37 @@ def by_size(X, T, eps, k, out_mask, out_flag, nb):
         for inst in range(blk * B // nb, (blk + 1) * B // nb):
             x = X[inst]
             t = T[inst]
-            SA, MA, OA = _sorted_sums_by_size(x, 0, a, a0, am0, ao0, a1, am1, ao1)
-            SB, MB, OB = _sorted_sums_by_size(x, a, n, b0, bm0, bo0, b1, bm1, bo1)
+            if k >= 0:
+                SA, MA, OA, ra = _sorted_sums_by_size(x, 0, a, min(k, a), a0, am0, ao0, a1, am1, ao1)
+                SB, MB, OB, rb = _sorted_sums_by_size(x, a, n, min(k, b), b0, bm0, bo0, b1, bm1, bo1)
+                _, msk = _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, k, t)
+                out_mask[inst] = msk
+                out_flag[inst] = False
+                continue
             overall = INF
             overall_mask = np.int64(0)
             found = False
-            lo_k, hi_k = (0, n) if k < 0 else (k, k)
-            for c in range(lo_k, hi_k + 1):
-                best = INF
-                best_mask = np.int64(0)
-                for ca in range(max(0, c - b), min(c, a) + 1):
-                    e, msk = _closest(SA, MA, OA[ca], OA[ca + 1], SB, MB, OB[c - ca], OB[c - ca + 1], t)
-                    if e < best:
-                        best = e
-                        best_mask = msk
-                if best < overall:
-                    overall = best
-                    overall_mask = best_mask
-                if k < 0 and best <= eps:
-                    found = True
-                    overall_mask = best_mask
+            c = 0
+            for stage in range(3):
+                cap = 2 if stage == 0 else (4 if stage == 1 else n)
+                cap_a, cap_b = min(cap, a), min(cap, b)
+                c_end = min(cap, n)
+                SA, MA, OA, ra = _sorted_sums_by_size(x, 0, a, cap_a, a0, am0, ao0, a1, am1, ao1)
+                SB, MB, OB, rb = _sorted_sums_by_size(x, a, n, cap_b, b0, bm0, bo0, b1, bm1, bo1)
+                while c <= c_end:
+                    e, msk = _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t)
+                    if e < overall:
+                        overall = e
+                        overall_mask = msk
+                    if e <= eps:
+                        found = True
+                        overall_mask = msk
+                        break
+                    c += 1
+                if found or c > n:
                     break
             out_mask[inst] = overall_mask
-            out_flag[inst] = (k < 0) and not found
+            out_flag[inst] = not found
 
 
 @njit(parallel=True, cache=True)

@@ -90,12 +90,17 @@ def uniform01(seed: int, stream: int, count: int, offset: int = 0, device=None) 
     return (bits.to(torch.float64) + 0.5) * (2.0**-32)
 
 
+_CHUNK = 1 << 22  # values generated per pass: bounds the int64/float64 temporaries (~200 MB)
+
+
 def uniform(seed: int, stream: int, shape, low: float = -1.0, high: float = 1.0, device=None) -> torch.Tensor:
     """float32 values uniform on [low, high) with 24-bit resolution, exactly reproducible."""
     n = math.prod(shape)
-    bits = random_bits(seed, stream, n, 0, device)
-    u = (bits >> 8).to(torch.float32) * (2.0**-24)  # exact: 24-bit integers are float32-representable
-    out = u * (high - low) + low
+    out = torch.empty(n, dtype=torch.float32, device=device)
+    for lo in range(0, n, _CHUNK):
+        bits = random_bits(seed, stream, min(_CHUNK, n - lo), lo, device)
+        u = (bits >> 8).to(torch.float32) * (2.0**-24)  # exact: 24-bit integers are float32-representable
+        out[lo:lo + len(u)] = u * (high - low) + low
     return out.reshape(tuple(shape))
 
 
@@ -138,8 +143,11 @@ def _cos_2pi(v: torch.Tensor) -> torch.Tensor:
 def normal(seed: int, stream: int, shape, mean: float = 0.0, std: float = 1.0, device=None) -> torch.Tensor:
     """float32 N(mean, std**2) by Box-Muller on two independent uniforms per value."""
     n = math.prod(shape)
-    u1 = uniform01(seed, stream, n, 0, device)
-    u2 = uniform01(seed, stream, n, 2**40, device)  # a disjoint index range of the same stream
-    r = torch.sqrt(-2.0 * _log_unit(u1))
-    z = r * _cos_2pi(u2)
-    return (z * std + mean).to(torch.float32).reshape(tuple(shape))
+    out = torch.empty(n, dtype=torch.float32, device=device)
+    for lo in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - lo)
+        u1 = uniform01(seed, stream, m, lo, device)
+        u2 = uniform01(seed, stream, m, 2**40 + lo, device)  # a disjoint index range of the same stream
+        z = torch.sqrt(-2.0 * _log_unit(u1)) * _cos_2pi(u2)
+        out[lo:lo + m] = (z * std + mean).to(torch.float32)
+    return out.reshape(tuple(shape))
