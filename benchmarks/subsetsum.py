@@ -67,17 +67,23 @@ import time, torch, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 torch.set_num_threads({torch.get_num_threads()})
 from lotterylab import subsetsum as ss
+hwm = lambda: int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1])
+rss = lambda: int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1])
+ss.solve(*ss.sample_instances("uniform", 64, {n}), {EPS})  # imports and kernels loaded
+base = rss()
 v, t = ss.sample_instances("uniform", {n_instances}, {n}, seed=9)
+with_input = rss()
 t0 = time.perf_counter()
 r = ss.solve(v, t, {EPS}, "min_error")
 dt = time.perf_counter() - t0
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(hwm, dt, float((~r.ok).float().mean()))
+print(hwm(), dt, float((~r.ok).float().mean()), base, with_input, rss())
 """
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from this (large) parent process
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    rss_kb, dt, fail = int(out[0]), float(out[1]), float(out[2])
+    rss_kb, dt, fail, base, with_input, after = int(out[0]), float(out[1]), float(out[2]), *map(int, out[3:])
     return {"instances": n_instances, "n": n, "peak_rss_gib": rss_kb / 2**20,
+            "rss_after_imports_gib": base / 2**20, "rss_with_input_gib": with_input / 2**20,
+            "rss_with_input_and_result_gib": after / 2**20,
             "input_gib": n_instances * n * 4 / 2**30, "seconds": dt, "instances_per_s": n_instances / dt,
             "failure_rate": fail}
 

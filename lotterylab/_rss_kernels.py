@@ -212,9 +212,9 @@ def _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t):
 def by_size(X, T, eps, k, out_mask, out_flag, nb):
     """k < 0: minimum cardinality within eps (flag = none within eps, min-error fallback); else exactly k.
 
-    Minimum cardinality searches in stages: sizes 0..2 with groups of at most 2 elements per half
-    (exact for those sizes: no part of such a subset is larger), then sizes 3..4 with groups of
-    at most 4, then the rest with full groups. Most instances end in the first, cheap stage.
+    Minimum cardinality searches in stages: sizes 0..2 by direct enumeration (most instances end
+    here), then sizes 3..4 with groups of at most 4 elements per half (exact for those sizes: no
+    part of such a subset is larger), then the rest with full groups.
     """
     B, n = X.shape
     a = n // 2
@@ -237,12 +237,43 @@ def by_size(X, T, eps, k, out_mask, out_flag, nb):
                 out_mask[inst] = msk
                 out_flag[inst] = False
                 continue
-            overall = INF
+            # sizes 0..2 directly: n + n(n-1)/2 predictable checks, cheaper than any merge
+            overall = abs(t)
             overall_mask = np.int64(0)
-            found = False
-            c = 0
-            for stage in range(3):
-                cap = 2 if stage == 0 else (4 if stage == 1 else n)
+            found = overall <= eps
+            c = 1
+            if not found:
+                e1 = INF
+                m1 = np.int64(0)
+                for i in range(n):
+                    e = abs(t - x[i])
+                    if e < e1:
+                        e1 = e
+                        m1 = np.int64(1) << i
+                if e1 < overall:
+                    overall, overall_mask = e1, m1
+                found = e1 <= eps
+                c = 2
+            if not found and n >= 2:
+                e2 = INF
+                m2 = np.int64(0)
+                for i in range(n - 1):
+                    r_i = t - x[i]
+                    for j in range(i + 1, n):
+                        e = abs(r_i - x[j])
+                        if e < e2:
+                            e2 = e
+                            m2 = (np.int64(1) << i) | (np.int64(1) << j)
+                if e2 < overall:
+                    overall, overall_mask = e2, m2
+                found = e2 <= eps
+                c = 3
+            if found:
+                out_mask[inst] = overall_mask
+                out_flag[inst] = False
+                continue
+            for stage in range(2):
+                cap = 4 if stage == 0 else n
                 cap_a, cap_b = min(cap, a), min(cap, b)
                 c_end = min(cap, n)
                 SA, MA, OA, ra = _sorted_sums_by_size(x, 0, a, cap_a, a0, am0, ao0, a1, am1, ao1)
