@@ -73,15 +73,18 @@ ss.solve(*ss.sample_instances("uniform", 64, {n}), {EPS})  # imports and kernels
 base = rss()
 v, t = ss.sample_instances("uniform", {n_instances}, {n}, seed=9)
 with_input = rss()
+sampling_peak = hwm()
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak: what follows is the solver's own
 t0 = time.perf_counter()
 r = ss.solve(v, t, {EPS}, "min_error")
 dt = time.perf_counter() - t0
-print(hwm(), dt, float((~r.ok).float().mean()), base, with_input, rss())
+print(hwm(), dt, float((~r.ok).float().mean()), base, with_input, rss(), sampling_peak)
 """
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from this (large) parent process
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    rss_kb, dt, fail, base, with_input, after = int(out[0]), float(out[1]), float(out[2]), *map(int, out[3:])
-    return {"instances": n_instances, "n": n, "peak_rss_gib": rss_kb / 2**20,
+    rss_kb, dt, fail, base, with_input, after, sampling_peak = int(out[0]), float(out[1]), float(out[2]), *map(int, out[3:])
+    return {"instances": n_instances, "n": n, "peak_rss_during_solve_gib": rss_kb / 2**20,
+            "peak_rss_while_generating_input_gib": sampling_peak / 2**20,
             "rss_after_imports_gib": base / 2**20, "rss_with_input_gib": with_input / 2**20,
             "rss_with_input_and_result_gib": after / 2**20,
             "input_gib": n_instances * n * 4 / 2**30, "seconds": dt, "instances_per_s": n_instances / dt,
