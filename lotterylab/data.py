@@ -321,12 +321,12 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
     ``view="32x32x3"`` pads and repeats MNIST-type images so CIFAR architectures run on them.
     Normalisation uses the training split's per-channel mean and std. ``verify=False`` skips the
     SHA-256 check of Fashion-MNIST files (structure and gzip CRC are always checked), for other
-    data in the same format.
+    data in the same format; MNIST is always checked against its pinned hashes.
     """
-    readers = {"mnist": _mnist_raw, "fashion-mnist": _fashion_raw, "cifar10": _cifar_raw}
+    readers = {"mnist": _mnist_raw, "fashion-mnist": lambda r: _fashion_raw(r, verify), "cifar10": _cifar_raw}
     if name not in readers:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
-    xtr, ytr, xte, yte = readers[name](root, verify) if name == "fashion-mnist" else readers[name](root)
+    xtr, ytr, xte, yte = readers[name](root)
     xtr, xte = _as_nchw(xtr), _as_nchw(xte)
     if view == "32x32x3":
         xtr, xte = view_32x32x3(xtr), view_32x32x3(xte)

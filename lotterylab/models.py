@@ -48,18 +48,22 @@ def _flat_size(features: nn.Module, input_shape) -> int:
         features.train(was_training)
 
 
+def dense_stack(dims: Sequence[int], activation: str) -> nn.Sequential:
+    """Flatten, then Linear layers dims[0] -> dims[1] -> ... with the activation between them."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(make_activation(activation))
+    return nn.Sequential(*layers)
+
+
 class MLP(nn.Module):
     """Flatten + Linear layers with an activation between them (none after the last)."""
 
     def __init__(self, widths: Sequence[int], activation: str = "relu", input_shape=(1, 28, 28), num_classes: int = 10):
         super().__init__()
-        dims = [math.prod(input_shape), *widths, num_classes]
-        layers: list[nn.Module] = [nn.Flatten()]
-        for i in range(len(dims) - 1):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < len(dims) - 2:
-                layers.append(make_activation(activation))
-        self.layers = nn.Sequential(*layers)
+        self.layers = dense_stack([math.prod(input_shape), *widths, num_classes], activation)
 
     def forward(self, x):
         return self.layers(x)
@@ -89,13 +93,7 @@ class ConvNet(nn.Module):
         if global_pool:
             layers.append(nn.AdaptiveAvgPool2d(1))
         self.features = nn.Sequential(*layers)
-        dims = [_flat_size(self.features, input_shape), *head, num_classes]
-        fc: list[nn.Module] = [nn.Flatten()]
-        for i in range(len(dims) - 1):
-            fc.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < len(dims) - 2:
-                fc.append(make_activation(activation))
-        self.classifier = nn.Sequential(*fc)
+        self.classifier = dense_stack([_flat_size(self.features, input_shape), *head, num_classes], activation)
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -108,11 +106,7 @@ class LeNet5(nn.Module):
             nn.Conv2d(input_shape[0], 6, 5, padding=2), make_activation(activation), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), make_activation(activation), nn.MaxPool2d(2),
         )
-        n = _flat_size(self.features, input_shape)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(n, 120), make_activation(activation), nn.Linear(120, 84), make_activation(activation),
-            nn.Linear(84, num_classes),
-        )
+        self.classifier = dense_stack([_flat_size(self.features, input_shape), 120, 84, num_classes], activation)
 
     def forward(self, x):
         return self.classifier(self.features(x))
