@@ -1,7 +1,6 @@
 """Shared fixtures. Tests run torch on one thread: a second thread on a busy machine slows torch 5-50x."""
 
 import gzip
-import os
 from pathlib import Path
 
 import pytest
