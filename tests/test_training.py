@@ -121,3 +121,52 @@ def test_lenet_learns_real_mnist_in_one_epoch():
     model = models.create("lenet_300_100", seed=0)
     res = train(model, d, TrainConfig(budget="1ep"), progress=False)
     assert res["final"]["test_accuracy"] > 0.95
+
+
+def test_hard_kill_then_resume(tiny_data, tmp_path):
+    """SIGKILL in the middle of a run (no exception handling, no cleanup), then resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from lotterylab.io import save_tensors
+
+    save_tensors(tmp_path / "data.safetensors", {"x": tiny_data.train.x, "y": tiny_data.train.y,
+                                                 "vx": tiny_data.val.x, "vy": tiny_data.val.y}, {"kind": "data"})
+    cfg = TrainConfig(optimizer="adam", lr=1e-2, batch_size=32, budget="4ep", eval_every="5it")
+    script = textwrap.dedent(f"""
+        import os, signal, sys, torch
+        torch.set_num_threads(1)
+        from lotterylab import data, models
+        from lotterylab.io import load_tensors
+        from lotterylab.training import Callback, TrainConfig, train
+        t, _ = load_tensors({str(tmp_path / "data.safetensors")!r})
+        d = data.DataSplits("tiny", data.Split(t["x"], t["y"]), data.Split(t["vx"], t["vy"]),
+                            data.Split(t["vx"], t["vy"]), 10, (1, 8, 8), [0.0], [1.0])
+
+        class Die(Callback):
+            def on_step_end(self, loop):
+                if loop.iteration == 52:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        model = models.create("mlp", "relu", (1, 8, 8), 10, widths=[32, 32], seed=0)
+        train(model, d, TrainConfig(**{cfg.__dict__!r}), out={str(tmp_path / "run")!r}, callbacks=[Die()],
+              progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+    leftovers = [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []  # atomic writes: no half-written files were left behind
+
+    d = data.DataSplits("tiny", tiny_data.train, tiny_data.val, tiny_data.val, 10, (1, 8, 8), [0.0], [1.0])
+    ref = tiny_model()
+    train(ref, d, cfg, progress=False)
+    resumed = tiny_model()
+    res = train(resumed, d, cfg, out=tmp_path / "run", progress=False)
+    assert res["finished"]
+    for a, b in zip(resumed.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    assert os.path.exists(tmp_path / "run" / "result.json")
