@@ -49,8 +49,10 @@ def resolve(rule, shape) -> dict:
         raise ValueError(f"unknown init scheme {d!r}; supported: {', '.join(SCHEMES)}")
     scale = float(rule.get("scale", 1.0))
     if d == "uniform":
-        return {"dist": "uniform", "low": float(rule.get("low", -1.0)) * scale,
-                "high": float(rule.get("high", 1.0)) * scale}
+        out = {"dist": "uniform", "low": float(rule.get("low", -1.0)) * scale, "high": float(rule.get("high", 1.0)) * scale}
+        if rule.get("address", "flat") != "flat":  # "grid": entry (r, c) at index r * 2**24 + c, see rng.uniform_grid
+            out["address"] = str(rule["address"])
+        return out
     if d == "normal":
         return {"dist": "normal", "mean": float(rule.get("mean", 0.0)), "std": float(rule.get("std", 1.0)) * scale}
     if d in ("zeros", "ones", "constant"):
@@ -77,6 +79,8 @@ def draw(dist: dict, shape, seed: int, name: str, device=None) -> torch.Tensor:
     s = rng.stream_id(name)
     kind = dist["dist"]
     if kind == "uniform":
+        if dist.get("address") == "grid":
+            return rng.uniform_grid(seed, s, shape, dist["low"], dist["high"], device)
         return rng.uniform(seed, s, shape, dist["low"], dist["high"], device)
     if kind == "normal":
         return rng.normal(seed, s, shape, dist["mean"], dist["std"], device)

@@ -30,10 +30,38 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def make_activation(name: str) -> nn.Module:
+    """Activation module by name; ``"leaky_relu:0.2"`` sets the negative slope."""
+    if name.startswith("leaky_relu:"):
+        try:
+            return nn.LeakyReLU(float(name.split(":", 1)[1]))
+        except ValueError:
+            raise ValueError(f"bad leaky_relu slope in {name!r}; write e.g. 'leaky_relu:0.2'") from None
     try:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}") from None
+
+
+class SourceMLP(nn.Module):
+    """The random source network of a fully connected construction: Linear layers of the given
+    widths with their own activation after each but the last (``acts[k]`` after layer k)."""
+
+    def __init__(self, widths: Sequence[int], acts: Sequence[str]):
+        super().__init__()
+        if len(acts) != len(widths) - 2:
+            raise ValueError(f"{len(widths) - 1} layers need {len(widths) - 2} activations, got {len(acts)}")
+        self.linears = nn.ModuleList(nn.Linear(widths[k], widths[k + 1]) for k in range(len(widths) - 1))
+        self.acts = nn.ModuleList(make_activation(a) for a in acts)
+
+    def forward(self, x, return_hidden: bool = False):
+        h = x.reshape(x.shape[0], -1)
+        hidden = []
+        for k, lin in enumerate(self.linears):
+            h = lin(h)
+            if k < len(self.acts):
+                h = self.acts[k](h)
+            hidden.append(h)
+        return hidden if return_hidden else h
 
 
 def _flat_size(features: nn.Module, input_shape) -> int:
@@ -181,11 +209,16 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
     "vgg16": (lambda a, s, c: ConvNet(_VGG["vgg16"], (), a, s, c, batch_norm=True, global_pool=True),
               "kaiming_normal", (3, 32, 32)),
     "resnet20": (lambda a, s, c, width=16: ResNetCIFAR(20, width, a, s, c), "kaiming_normal", (3, 32, 32)),
+    # constructions' sources: widths [n_0, N_1, ..., N_K] and one activation per hidden layer
+    "source_mlp": (lambda a, s, c, widths, acts: SourceMLP(widths, acts), "uniform", (1, 1, 1)),
 }
 
 
+_INTERNAL = {"source_mlp"}  # built by constructions with explicit widths, not a zoo model for training
+
+
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) - _INTERNAL)
 
 
 def create(name: str, activation: str = "relu", input_shape: Sequence[int] | None = None, num_classes: int = 10,
@@ -202,8 +235,7 @@ def create(name: str, activation: str = "relu", input_shape: Sequence[int] | Non
     shape = tuple(int(s) for s in (input_shape or default_shape))
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    make_activation(activation)  # validates the name
     try:
         model = builder(activation, shape, int(num_classes), **kwargs)
     except TypeError as e:

@@ -74,8 +74,12 @@ def random_bits(seed: int, stream: int, count: int, offset: int = 0, device=None
     """``count`` 32-bit words (int64 tensor, values in [0, 2**32)) for indices offset..offset+count."""
     if count < 0 or offset < 0 or offset + count > 2**62:
         raise ValueError("index range out of bounds")
+    return bits_at(seed, stream, torch.arange(offset, offset + count, dtype=torch.int64, device=device))
+
+
+def bits_at(seed: int, stream: int, idx: torch.Tensor) -> torch.Tensor:
+    """32-bit words (int64) for arbitrary non-negative int64 indices ``idx`` (any shape)."""
     k0, k1 = _keys(seed, stream)
-    idx = torch.arange(offset, offset + count, dtype=torch.int64, device=device)
     lo = idx & _MASK32
     hi = idx >> 32
     h = _fmix32(lo ^ k1)
@@ -93,14 +97,41 @@ def uniform01(seed: int, stream: int, count: int, offset: int = 0, device=None) 
 _CHUNK = 1 << 22  # values generated per pass: bounds the int64/float64 temporaries (~200 MB)
 
 
-def uniform(seed: int, stream: int, shape, low: float = -1.0, high: float = 1.0, device=None) -> torch.Tensor:
-    """float32 values uniform on [low, high) with 24-bit resolution, exactly reproducible."""
+def uniform(seed: int, stream: int, shape, low: float = -1.0, high: float = 1.0, device=None,
+            offset: int = 0) -> torch.Tensor:
+    """float32 values uniform on [low, high) with 24-bit resolution, exactly reproducible.
+
+    ``offset`` starts at that flat index (the continuation of a longer draw)."""
     n = math.prod(shape)
     out = torch.empty(n, dtype=torch.float32, device=device)
     for lo in range(0, n, _CHUNK):
-        bits = random_bits(seed, stream, min(_CHUNK, n - lo), lo, device)
+        bits = random_bits(seed, stream, min(_CHUNK, n - lo), offset + lo, device)
         u = (bits >> 8).to(torch.float32) * (2.0**-24)  # exact: 24-bit integers are float32-representable
         out[lo:lo + len(u)] = u * (high - low) + low
+    return out.reshape(tuple(shape))
+
+
+GRID_STRIDE = 1 << 24  # column stride of grid addressing: widths up to 16M
+
+
+def uniform_grid(seed: int, stream: int, shape, low: float = -1.0, high: float = 1.0, device=None,
+                 row_offset: int = 0, col_offset: int = 0) -> torch.Tensor:
+    """Like :func:`uniform` for a matrix, but entry (r, c) is addressed as r * 2**24 + c.
+
+    Appending rows or columns to the matrix leaves every existing entry unchanged, which lets a
+    construction grow a source network by real neurons without redrawing the rest; the offsets
+    draw just a block (rows from ``row_offset``, columns from ``col_offset``).
+    """
+    rows, cols = (int(shape[0]), int(math.prod(shape[1:]))) if len(shape) > 1 else (int(shape[0]), 1)
+    if cols + col_offset > GRID_STRIDE:
+        raise ValueError(f"grid addressing supports at most {GRID_STRIDE} columns, got {cols + col_offset}")
+    out = torch.empty(rows, cols, dtype=torch.float32, device=device)
+    step = max(1, _CHUNK // max(cols, 1))
+    col_idx = torch.arange(col_offset, col_offset + cols, dtype=torch.int64, device=device)
+    for r0 in range(0, rows, step):
+        r = torch.arange(row_offset + r0, row_offset + min(rows, r0 + step), dtype=torch.int64, device=device)
+        bits = bits_at(seed, stream, r.view(-1, 1) * GRID_STRIDE + col_idx.view(1, -1))
+        out[r0:r0 + len(r)] = (bits >> 8).to(torch.float32) * (2.0**-24) * (high - low) + low
     return out.reshape(tuple(shape))
 
 

@@ -1,0 +1,85 @@
+"""What the constructions and certificates need to know about an activation function.
+
+* ``kind``: ``"relu_like"`` (ReLU, LeakyReLU: positively homogeneous, exact sign trick) or
+  ``"smooth"`` (differentiable at 0 with phi'(0) != 0: linearisation of the first layer);
+* ``phi0 = phi(0)``, ``dphi0 = phi'(0)``, the Lipschitz constant ``lip``;
+* ``remainder(t)``: a bound on ``|phi(z) - phi(0) - phi'(0) z|`` for ``|z| <= t`` (grid maximum
+  plus the grid step times a bound on the remainder's slope, so it is an upper bound);
+* ``abs_bound(lo, hi)``: a bound on ``|phi(z)|`` for ``z`` in ``[lo, hi]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .models import make_activation
+
+# phi(0), phi'(0), Lipschitz constant, and the minimum (location, value) of non-monotone ones
+_TABLE = {
+    "relu": (0.0, None, 1.0, None),
+    "tanh": (0.0, 1.0, 1.0, None),
+    "sigmoid": (0.5, 0.25, 0.25, None),
+    "gelu": (0.0, 0.5, 1.1290, (-0.7518, -0.1700)),
+    "silu": (0.0, 0.5, 1.0999, (-1.2785, -0.2785)),
+    "elu": (0.0, 1.0, 1.0, None),
+    "softplus": (math.log(2.0), 0.5, 1.0, None),
+    "identity": (0.0, 1.0, 1.0, None),
+}
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    kind: str
+    phi0: float
+    dphi0: float | None
+    lip: float
+    slope: float = 0.0  # LeakyReLU's negative slope
+    minimum: tuple | None = None
+
+    def module(self):
+        return make_activation(self.name).double()
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module()(z)
+
+    def remainder(self, t: float) -> float:
+        """Upper bound of |phi(z) - phi(0) - phi'(0) z| over |z| <= t (smooth activations)."""
+        if self.kind != "smooth" or t <= 0:
+            return 0.0
+        if self.name == "identity":
+            return 0.0
+        z = torch.linspace(-t, t, 4097, dtype=torch.float64, requires_grad=True)
+        y = self(z)
+        (d1,) = torch.autograd.grad(y.sum(), z, create_graph=True)
+        (d2,) = torch.autograd.grad(d1.sum(), z)
+        z = z.detach()
+        r = (y.detach() - self.phi0 - self.dphi0 * z).abs()
+        step = 2 * t / 4096
+        # between grid points the remainder's slope is |phi'(z) - phi'(0)| <= max|phi''| * t
+        return float(r.max()) + step * 1.1 * float(d2.abs().max()) * t
+
+    def abs_bound(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Elementwise bound on |phi(z)| for z in [lo, hi]."""
+        f = self.module()
+        b = torch.maximum(f(lo.double()).abs(), f(hi.double()).abs())
+        if self.minimum is not None:
+            inside = (lo <= self.minimum[0]) & (hi >= self.minimum[0])
+            b = torch.where(inside, torch.maximum(b, torch.full_like(b, abs(self.minimum[1]))), b)
+        return b
+
+
+def get(name: str) -> Activation:
+    if name == "leaky_relu" or name.startswith("leaky_relu:"):
+        slope = float(name.split(":", 1)[1]) if ":" in name else 0.01
+        if not 0 <= slope < 1:
+            raise ValueError(f"LeakyReLU slope must be in [0, 1) for the sign trick, got {slope}")
+        return Activation(name, "relu_like", 0.0, None, 1.0, slope)
+    if name not in _TABLE:
+        raise ValueError(f"activation {name!r} cannot be handled by the constructions; supported: "
+                         f"relu, leaky_relu[:slope], {', '.join(k for k in _TABLE if k != 'relu')}")
+    phi0, d0, lip, mn = _TABLE[name]
+    return Activation(name, "relu_like" if name == "relu" else "smooth", phi0, d0, lip, 0.0, mn)
