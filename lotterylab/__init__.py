@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from .construct_mlp import construct  # noqa: E402
 from .masks import Mask  # noqa: E402
 from .tickets import Ticket, load_ticket  # noqa: E402
+from .verification import verify  # noqa: E402
 
-__all__ = ["Mask", "Ticket", "load_ticket", "__version__"]
+__all__ = ["Mask", "Ticket", "construct", "load_ticket", "verify", "__version__"]

@@ -180,22 +180,32 @@ def _solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: s
 
 
 class _Constructor:
+    """Builds the source layer by layer; every subset-sum instance is one (row, input unit) pair.
+
+    A failed pair gets one more candidate: a new copy neuron of its unit in the layer below (for a
+    copy layer, that new copy is itself solved first), and only the failed pairs are solved again.
+    A failed bias gets a new constant neuron below. Per-row results (realised sums, l1 masses,
+    bias errors) are kept for the certificate.
+    """
+
     def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
         self.lo, self.hi = lo, hi
         self.src = _Source(seed, device)
         self.H = target_bounds(t, lo, hi)
-        self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0,
-                      "mean_subset_size": 0.0, "_size_sum": 0}
-        # per target layer: per kept row of the layer realising it, the data the certificate needs
-        self.rows_info: list[dict] = []
+        self.psi = self._first_act()
+        self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0}
+        self.info: dict[int, dict] = {}  # source layer index -> per-row tensors
 
-    # -- helpers ---------------------------------------------------------------------------------
     def _first_act(self) -> acts_mod.Activation:
         """Activation of the univariate layers (the target's own, or identity in the idealised mode)."""
         if self.cfg.first_layer == "identity":
             return acts_mod.get("identity")
         return acts_mod.get(self.t.activations[0] if self.t.depth > 1 else "relu")
+
+    @property
+    def sign_trick(self) -> bool:
+        return self.psi.kind == "relu_like" and self.cfg.first_layer == "sign_trick"
 
     def _run(self, values, targets, eps):
         t0 = time.perf_counter()
@@ -205,306 +215,261 @@ class _Constructor:
         self.stats["_size_sum"] += int(res.size.sum())
         return res
 
-    # -- univariate layers -------------------------------------------------------------------------
-    def univariate_layer(self, n_in: int, psi: acts_mod.Activation, a_scale: float) -> _Layer:
+    # -- layers ------------------------------------------------------------------------------------
+    def univariate_layer(self, n_in: int, a_scale: float) -> _Layer:
         rho1, rb = self.cfg.rho_first, self.cfg.rho_b
-        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 1.0, psi.name)
-        for j in range(n_in):
-            rows = list(range(j * rho1, (j + 1) * rho1))
-            L.unit_rows[j] = rows
+        # biases U[-2, 2] as in the LT-existence code: constants phi(beta) up to ~2 reach larger bias targets
+        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name)
+        L.unit_rows = {j: list(range(j * rho1, (j + 1) * rho1)) for j in range(n_in)}
         L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1)] = True
         L.const_rows = list(range(n_in * rho1, n_in * rho1 + rb))
         return L
 
-    def _kappa(self, L: _Layer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Usable constant rows of L and their outputs phi(beta) (float64)."""
-        act = acts_mod.get(L.act) if L.act else acts_mod.get("identity")
-        rows = torch.tensor(L.const_rows, dtype=torch.long)
-        kappa = act(L.b[rows].double().cpu())
-        usable = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
-        return rows[usable], kappa[usable]
+    def _new_info(self, C: _Layer, n_in: int, tl: int, product: bool):
+        self.info[C.index] = {"tl": tl, "product": product, "neuron": {},
+                              "p": torch.zeros(0, n_in, dtype=torch.float64), "q": torch.zeros(0, n_in, dtype=torch.float64),
+                              "l1v": torch.zeros(0, n_in, dtype=torch.float64), "ok": torch.zeros(0, n_in, dtype=torch.bool),
+                              "bias_err": torch.zeros(0, dtype=torch.float64), "bias_ok": torch.zeros(0, dtype=torch.bool)}
 
-    # -- assembling rows (product instances over a univariate layer) ------------------------------
-    def assemble(self, A: _Layer, U: _Layer, rows: list[int], neurons: list[int], l: int, psi) -> dict:
-        """Solve the weights and biases of ``rows`` (row r realises target neuron neurons[r]) of layer A."""
-        W_t, b_t = self.t.weights[l], self.t.biases[l]
-        n_in = W_t.shape[1]
-        rows_t = torch.tensor(rows, dtype=torch.long)
-        neu_t = torch.tensor(neurons, dtype=torch.long)
-        info = {"p": torch.zeros(len(rows), n_in, dtype=torch.float64), "q": torch.zeros(len(rows), n_in, dtype=torch.float64),
-                "l1v": torch.zeros(len(rows), n_in, dtype=torch.float64), "bias_err": torch.zeros(len(rows), dtype=torch.float64)}
-        ok_row = torch.ones(len(rows), dtype=torch.bool)
-        a_all = U.W.double().cpu()
-        sign_trick = psi.kind == "relu_like" and self.cfg.first_layer == "sign_trick"
-        alpha = psi.slope
-        offset = torch.zeros(len(rows), dtype=torch.float64)
-        # group candidates per unit (and per sign), at most MAX_N each; pad to the largest group
-        groups = []  # (unit j, columns, coefficient per column, target multiplier, is the "p" side)
-        for j in range(n_in):
-            cols = torch.tensor(U.unit_rows[j], dtype=torch.long)
-            a = a_all[cols, j]
-            if sign_trick:
-                pos, neg = cols[a > 0][:subsetsum.MAX_N], cols[a < 0][:subsetsum.MAX_N]
-                groups.append((j, pos, a_all[pos, j], 1.0 / (1 + alpha), True))
-                groups.append((j, neg, a_all[neg, j].abs(), -1.0 / (1 + alpha), False))
-            else:
-                cols, a = cols[:subsetsum.MAX_N], a[:subsetsum.MAX_N]
-                groups.append((j, cols, a * (psi.dphi0 if psi.kind == "smooth" else 1.0), 1.0, True))
-        n_max = max(1, max(len(g[1]) for g in groups))
-        Wd = A.W.double().cpu()
-        eps_inst = self.cfg.eps_param / (1 + alpha) if sign_trick else self.cfg.eps_param
-        G = len(groups)
-        col_idx = torch.zeros(G, n_max, dtype=torch.long)
-        coef = torch.zeros(G, n_max, dtype=torch.float64)
-        valid = torch.zeros(G, n_max, dtype=torch.bool)
-        unit = torch.tensor([g[0] for g in groups])
-        mult = torch.tensor([g[3] for g in groups], dtype=torch.float64)
-        is_p = torch.tensor([g[4] for g in groups])
-        for gi, g in enumerate(groups):
-            m = len(g[1])
-            col_idx[gi, :m], coef[gi, :m], valid[gi, :m] = g[1], g[2], True
-        chunk = max(1, 2_000_000 // max(G * n_max, 1))  # rows per solve call: bounded memory
+    def _fit_info(self, C: _Layer):
+        inf = self.info[C.index]
+        R = C.W.shape[0]
+        for k in ("p", "q", "l1v", "ok"):
+            if inf[k].shape[0] < R:
+                inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], inf[k].shape[1], dtype=inf[k].dtype)])
+        for k in ("bias_err", "bias_ok"):
+            if inf[k].shape[0] < R:
+                inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], dtype=inf[k].dtype)])
+
+    # -- candidate tables ------------------------------------------------------------------------
+    def _tables(self, P: _Layer, product: bool):
+        """Per input unit (and sign): candidate columns in P, coefficient, target multiplier."""
+        n_in = len(P.unit_rows) if product else len(P.copy_rows)
+        groups = []
+        if product:
+            a_all = P.W.double().cpu()
+            alpha = self.psi.slope
+            for j in range(n_in):
+                cols = torch.tensor(P.unit_rows[j], dtype=torch.long)
+                a = a_all[cols, j]
+                if self.sign_trick:  # newest candidates last: keep the most recent MAX_N
+                    pos, neg = cols[a > 0][-subsetsum.MAX_N:], cols[a < 0][-subsetsum.MAX_N:]
+                    groups.append([(pos, a_all[pos, j], 1.0 / (1 + alpha)), (neg, a_all[neg, j].abs(), -1.0 / (1 + alpha))])
+                else:
+                    cols, a = cols[-subsetsum.MAX_N:], a[-subsetsum.MAX_N:]
+                    d0 = self.psi.dphi0 if self.psi.kind == "smooth" else 1.0
+                    groups.append([(cols, a * d0, 1.0)])
+        else:
+            for j in range(n_in):
+                cols = torch.tensor(P.copy_rows[j][-subsetsum.MAX_N:], dtype=torch.long)
+                groups.append([(cols, torch.ones(len(cols), dtype=torch.float64), 1.0)])
+        S = len(groups[0])
+        n_max = max(1, max(len(g[s][0]) for g in groups for s in range(S)))
+        col = torch.zeros(n_in, S, n_max, dtype=torch.long)
+        coef = torch.zeros(n_in, S, n_max, dtype=torch.float64)
+        valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
+        mult = torch.zeros(S, dtype=torch.float64)
+        for j, g in enumerate(groups):
+            for si, (c, k, m) in enumerate(g):
+                col[j, si, :len(c)], coef[j, si, :len(c)], valid[j, si, :len(c)] = c, k, True
+                mult[si] = m
+        return col, coef, valid, mult
+
+    # -- solving pairs ---------------------------------------------------------------------------
+    def _solve_pairs(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Solve the weights of instances (rows[k], units[k]) of layer C over candidates in P; returns ok."""
+        inf = self.info[C.index]
+        product = inf["product"]
+        W_t = self.t.weights[inf["tl"]]
+        col, coef, valid, mult = self._tables(P, product)
+        S, n_max = col.shape[1], col.shape[2]
+        eps = self.cfg.eps_param / (1 + self.psi.slope) if (product and self.sign_trick) else self.cfg.eps_param
+        neuron = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+        ok_all = torch.ones(len(rows), dtype=torch.bool)
+        chunk = max(1, 1_500_000 // (S * n_max))
         for c0 in range(0, len(rows), chunk):
-            rr = rows_t[c0:c0 + chunk]
-            wv = torch.where(valid, Wd[rr][:, col_idx], torch.zeros((), dtype=torch.float64))  # [r, G, n_max]
-            v = wv * coef
-            tgt = W_t[neu_t[c0:c0 + chunk]][:, unit] * mult  # [r, G]
-            res = self._run(v.reshape(-1, n_max), tgt.reshape(-1), eps_inst)
-            sel = res.mask.reshape(len(rr), G, n_max) & valid
-            ok_row[c0:c0 + chunk] &= res.ok.reshape(len(rr), G).all(1)
-            r_idx = rr.view(-1, 1, 1).expand_as(sel)[sel]
-            c_idx = col_idx.view(1, G, n_max).expand_as(sel)[sel]
-            A.mW[r_idx.to(A.mW.device), c_idx.to(A.mW.device)] = True
-            sums = (v * sel).sum(2)  # realised sums [r, G]
-            l1 = (wv.abs() * sel).sum(2)
-            info["p"][c0:c0 + chunk, unit[is_p]] = sums[:, is_p]
-            if sign_trick:
-                info["q"][c0:c0 + chunk, unit[~is_p]] = sums[:, ~is_p]
-            info["l1v"][c0:c0 + chunk].index_add_(1, unit, l1)
-            if psi.kind == "smooth" and psi.phi0 != 0:
-                offset[c0:c0 + chunk] += psi.phi0 * (wv * sel).sum((1, 2))
-        # biases from the constants of U
-        self._bias(A, U, rows_t, b_t[neu_t] - offset, ok_row, info)
-        info["rows"], info["neurons"], info["ok"] = rows, neurons, ok_row
-        info["sign_trick"], info["alpha"], info["psi"] = sign_trick, alpha, psi
-        return info
+            r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
+            cc = col[u]  # [k, S, n_max]
+            vv = valid[u]
+            w = C.W[r.view(-1, 1, 1), cc].double().cpu()
+            w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
+            v = w * coef[u]
+            tgt = W_t[i, u].view(-1, 1) * mult.view(1, -1)  # [k, S]
+            res = self._run(v.reshape(-1, n_max), tgt.reshape(-1), eps)
+            sel = res.mask.reshape(len(r), S, n_max) & vv
+            ok = res.ok.reshape(len(r), S).all(1)
+            ok_all[c0:c0 + chunk] = ok
+            # replace this pair's previous selection by the new one
+            rr = r.view(-1, 1, 1).expand_as(cc)
+            C.mW[rr[vv].to(C.mW.device), cc[vv].to(C.mW.device)] = False
+            C.mW[rr[sel].to(C.mW.device), cc[sel].to(C.mW.device)] = True
+            sums = (v * sel).sum(2)
+            inf["p"][r, u] = sums[:, 0]
+            if S == 2:
+                inf["q"][r, u] = sums[:, 1]
+            inf["l1v"][r, u] = (w.abs() * sel).sum((1, 2))
+            inf["ok"][r, u] = ok
+        return ok_all
 
-    def _bias(self, A: _Layer, P: _Layer, rows_t, targets, ok_row, info):
-        crow, kappa = self._kappa(P)
+    def _solve_biases(self, C: _Layer, P: _Layer, rows: torch.Tensor) -> torch.Tensor:
+        inf = self.info[C.index]
+        neuron = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+        targets = self.t.biases[inf["tl"]][neuron].clone()
+        if inf["product"] and self.psi.kind == "smooth" and self.psi.phi0 != 0:
+            # phi(0) of every selected copy adds up: move it into the bias target
+            cols = torch.tensor([c for j in P.unit_rows for c in P.unit_rows[j]], dtype=torch.long)
+            Wsel = (C.W[rows][:, cols].double().cpu() * C.mW[rows][:, cols].cpu())
+            targets -= self.psi.phi0 * Wsel.sum(1)
+        act = acts_mod.get(P.act) if P.act else acts_mod.get("identity")
+        crow = torch.tensor(P.const_rows, dtype=torch.long)
+        kappa = act(P.b[crow].double().cpu())
+        use = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
+        crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
         if len(crow) == 0:
-            raise ConstructionError(f"layer {P.index} has no usable constant neuron; raise rho_b")
-        if len(crow) > subsetsum.MAX_N:  # the newest constants (added on failures) first
-            crow, kappa = crow[-subsetsum.MAX_N:], kappa[-subsetsum.MAX_N:]
-        v = A.W.double().cpu()[rows_t][:, crow] * kappa
-        res = self._run(v, targets, self.cfg.eps_param)
+            raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
+        w = C.W[rows][:, crow].double().cpu()
+        res = self._run(w * kappa, targets, self.cfg.eps_param)
+        C.mW[rows.view(-1, 1).expand(-1, len(crow)), crow.view(1, -1).expand(len(rows), -1)] = False
         sel = res.mask
-        ok_row &= res.ok
-        r_idx = rows_t.view(-1, 1).expand_as(sel)[sel]
-        c_idx = crow.view(1, -1).expand_as(sel)[sel]
-        A.mW[r_idx.to(A.mW.device), c_idx.to(A.mW.device)] = True
-        P.mb[crow[sel.any(0)].to(P.mb.device)] = True  # constants in use keep their bias
-        info["bias_err"] = (res.sum.double() - targets).abs()
+        C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel]] = True
+        P.mb[crow[sel.any(0)]] = True  # constants in use keep their bias
+        inf["bias_err"][rows] = (res.sum.double() - targets).abs()
+        inf["bias_ok"][rows] = res.ok
+        return res.ok
 
-    # -- copy layers (plain instances over copies of the neurons below) --------------------------
-    def copies(self, C: _Layer, P: _Layer, rows: list[int], neurons: list[int], l: int) -> dict:
-        W_t, b_t = self.t.weights[l], self.t.biases[l]
-        n_in = W_t.shape[1]
+    def _grow_unit(self, P: _Layer, units: list[int]):
+        """One more candidate neuron for each of ``units`` in layer P (and its own solution if P is a copy layer)."""
+        if P.unit_rows:  # two copies per unit: with the sign trick each lands on a random side
+            units = [j for j in units for _ in range(2)]
+            new = self.src.add_rows(P, len(units))
+            for r, j in zip(new, units):
+                P.unit_rows[j].append(r)
+            P.mW[torch.tensor(new), torch.tensor(units)] = True
+        else:
+            new = self.src.add_rows(P, len(units))
+            inf = self.info[P.index]
+            for r, j in zip(new, units):
+                inf["neuron"][r] = j
+            self._fit_info(P)
+            self._solve_rows(P, self.src.layers[P.index - 1], new)
+            for r, j in zip(new, units):
+                P.copy_rows[j].append(r)
+        self.src.grown += len(new)
+
+    def _grow_constants(self, P: _Layer, n: int = 2):
+        new = self.src.add_rows(P, n)
+        P.const_rows.extend(new)
+        if P.index in self.info:
+            self._fit_info(P)
+        self.src.grown += len(new)
+
+    def _solve_rows(self, C: _Layer, P: _Layer, rows: list[int]):
+        """Solve every pair and the bias of ``rows``; repair failures by growing P."""
+        inf = self.info[C.index]
+        self._fit_info(C)
+        n_in = inf["p"].shape[1]
         rows_t = torch.tensor(rows, dtype=torch.long)
-        neu_t = torch.tensor(neurons, dtype=torch.long)
-        n_max = min(subsetsum.MAX_N, max(len(P.copy_rows[j]) for j in range(n_in)))
-        col_idx = torch.zeros(n_in, n_max, dtype=torch.long)
-        valid = torch.zeros(n_in, n_max, dtype=torch.bool)
-        for j in range(n_in):
-            cj = P.copy_rows[j][-n_max:]
-            col_idx[j, :len(cj)] = torch.tensor(cj)
-            valid[j, :len(cj)] = True
-        Wd = C.W.double().cpu()
-        info = {"p": torch.zeros(len(rows), n_in, dtype=torch.float64), "l1v": torch.zeros(len(rows), n_in, dtype=torch.float64)}
-        ok_row = torch.ones(len(rows), dtype=torch.bool)
-        chunk = max(1, 2_000_000 // max(n_in * n_max, 1))
-        for c0 in range(0, len(rows), chunk):
-            rr = rows_t[c0:c0 + chunk]
-            v = torch.where(valid, Wd[rr][:, col_idx], torch.zeros((), dtype=torch.float64))
-            tgt = W_t[neu_t[c0:c0 + chunk]]
-            res = self._run(v.reshape(-1, n_max), tgt.reshape(-1), self.cfg.eps_param)
-            sel = res.mask.reshape(len(rr), n_in, n_max) & valid
-            ok_row[c0:c0 + chunk] &= res.ok.reshape(len(rr), n_in).all(1)
-            r_idx = rr.view(-1, 1, 1).expand_as(sel)[sel]
-            c_idx = col_idx.view(1, n_in, n_max).expand_as(sel)[sel]
-            C.mW[r_idx.to(C.mW.device), c_idx.to(C.mW.device)] = True
-            info["p"][c0:c0 + chunk] = (v * sel).sum(2)
-            info["l1v"][c0:c0 + chunk] = (v.abs() * sel).sum(2)
-        self._bias(C, P, rows_t, b_t[neu_t], ok_row, info)
-        info["rows"], info["neurons"], info["ok"] = rows, neurons, ok_row
-        return info
+        r = rows_t.repeat_interleave(n_in)
+        u = torch.arange(n_in).repeat(len(rows))
+        ok = self._solve_pairs(C, P, r, u)
+        self.stats["failed_first_try"] += int((~ok).sum())
+        for _ in range(self.cfg.max_growth_rounds):
+            if ok.all():
+                break
+            r, u = r[~ok], u[~ok]
+            self._grow_unit(P, sorted(set(u.tolist())))
+            self._fit_info(C)
+            ok = self._solve_pairs(C, P, r, u)
+        self.stats["unresolved"] += int((~ok).sum())
+        bad = rows_t
+        okb = self._solve_biases(C, P, bad)
+        self.stats["failed_first_try"] += int((~okb).sum())
+        for _ in range(self.cfg.max_growth_rounds):
+            if okb.all():
+                break
+            bad = bad[~okb]
+            self._grow_constants(P, 4)
+            self._fit_info(C)
+            okb = self._solve_biases(C, P, bad)
+        self.stats["unresolved"] += int((~okb).sum())
 
     # -- the two layouts -------------------------------------------------------------------------
     def build(self):
         t, cfg = self.t, self.cfg
         L = t.depth
-        psi = self._first_act()
         if cfg.mode == "L+1":
-            prev = self.univariate_layer(t.widths[0], psi, self._a_scale(psi, 0))
+            prev = self.univariate_layer(t.widths[0], self._a_scale(0))
             for l in range(L):
                 last = l == L - 1
                 n_l = t.widths[l + 1]
                 copies = 1 if last else cfg.rho
                 rows_n = n_l * copies + (0 if last else cfg.rho_b)
-                C = self.src.add_layer(rows_n, prev.W.shape[0], self._w_scale(l, psi if l == 0 else None), 1.0,
+                C = self.src.add_layer(rows_n, prev.W.shape[0], self._w_scale(l, l == 0), 2.0,
                                        None if last else t.activations[l])
                 C.copy_rows = {i: list(range(i * copies, (i + 1) * copies)) for i in range(n_l)}
                 C.const_rows = [] if last else list(range(n_l * copies, rows_n))
-                self._solve_layer(C, prev, l, psi if l == 0 else None, growable=not last)
+                self._new_info(C, t.widths[l], l, product=l == 0)
+                self.info[C.index]["neuron"] = {r: i for i, rs in C.copy_rows.items() for r in rs}
+                self._solve_rows(C, prev, [r for rs in C.copy_rows.values() for r in rs])
                 prev = C
         else:  # 2L: per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer
             for l in range(L):
                 last = l == L - 1
-                U = self.univariate_layer(t.widths[l], psi, self._a_scale(psi, l))
-                A = self.src.add_layer(t.widths[l + 1], U.W.shape[0], self._w_scale(l, psi), 1.0,
+                U = self.univariate_layer(t.widths[l], self._a_scale(l))
+                A = self.src.add_layer(t.widths[l + 1], U.W.shape[0], self._w_scale(l, True), 1.0,
                                        None if last else t.activations[l])
                 A.copy_rows = {i: [i] for i in range(t.widths[l + 1])}
-                self._solve_layer(A, U, l, psi, growable=False)
+                self._new_info(A, t.widths[l], l, product=True)
+                self.info[A.index]["neuron"] = {i: i for i in range(t.widths[l + 1])}
+                self._solve_rows(A, U, list(range(t.widths[l + 1])))
 
-    def _a_scale(self, psi, l: int) -> float:
-        if psi.kind == "smooth" and self.cfg.first_layer == "linearize":
+    def _a_scale(self, l: int) -> float:
+        if self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
             return self.cfg.s1 / max(float(self.H[l].max()), 1e-12)
         return 1.0
 
-    def _w_scale(self, l: int, psi) -> float:
+    def _w_scale(self, l: int, product: bool) -> float:
         W, b = self.t.weights[l], self.t.biases[l]
         m = max(float(W.abs().max()), float(b.abs().max()), 1e-6)
-        if psi is None:
-            return m
-        if psi.kind == "smooth" and self.cfg.first_layer == "linearize":
-            return m / (self._a_scale(psi, l) * psi.dphi0)
+        if product and self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
+            return m / (self._a_scale(l) * self.psi.dphi0)
         return m
-
-    def _solve_layer(self, C: _Layer, P: _Layer, l: int, psi, growable: bool):
-        """Solve all rows of C; grow the source where instances fail."""
-        neurons = []
-        rows = []
-        for i, rs in C.copy_rows.items():
-            rows += rs
-            neurons += [i] * len(rs)
-        todo = (rows, neurons)
-        infos = []
-        for rnd in range(self.cfg.max_growth_rounds + 1):
-            info = self.assemble(C, P, todo[0], todo[1], l, psi) if psi is not None else \
-                self.copies(C, P, todo[0], todo[1], l)
-            bad = (~info["ok"]).nonzero().flatten().tolist()
-            if rnd == 0:
-                self.stats["failed_first_try"] += len(bad)
-            infos.append(info)
-            if not bad or rnd == self.cfg.max_growth_rounds:
-                if bad:
-                    self.stats["unresolved"] += len(bad)
-                break
-            bad_rows = [todo[0][k] for k in bad]
-            bad_neurons = [todo[1][k] for k in bad]
-            if growable:
-                # replace each failed copy by a fresh neuron; the failed one is pruned entirely
-                C.mW[torch.tensor(bad_rows)] = False
-                C.dropped += len(bad_rows)
-                new = self.src.add_rows(C, len(bad_rows))
-                self.src.grown += len(new)
-                for r_old, r_new, i in zip(bad_rows, new, bad_neurons):
-                    C.copy_rows[i] = [r for r in C.copy_rows[i] if r != r_old] + [r_new]
-                todo = (new, bad_neurons)
-            else:
-                # one more candidate below for every unit of a failed row: a new copy neuron per unit
-                C.mW[torch.tensor(bad_rows)] = False
-                self._grow_candidates(P, l, psi)
-                todo = (bad_rows, bad_neurons)
-        self._merge_infos(C, l, infos)
-
-    def _grow_candidates(self, P: _Layer, l: int, psi):
-        """Add one candidate neuron per input unit (and one constant) to P, the layer below a failed row."""
-        if P.unit_rows:  # univariate layer: a new copy keeps only its edge from its unit
-            n_in = len(P.unit_rows)
-            new = self.src.add_rows(P, n_in + 1)
-            for j in range(n_in):
-                P.unit_rows[j].append(new[j])
-            P.mW[torch.tensor(new[:n_in]), torch.arange(n_in)] = True
-            P.const_rows.append(new[-1])
-            self.src.grown += len(new)
-            return
-        # a copy layer (L+1, below the output): one more copy of every neuron, solved like the others
-        n_in = len(P.copy_rows)
-        new = self.src.add_rows(P, n_in + 1)
-        self.src.grown += len(new)
-        below = self.src.layers[P.index - 1]
-        l_below = P.index - 1  # in L+1, source layer k realises target layer k - 1
-        if below.unit_rows:
-            info = self.assemble(P, below, new[:n_in], list(range(n_in)), l_below, self._first_act())
-        else:
-            info = self.copies(P, below, new[:n_in], list(range(n_in)), l_below)
-        for k, ok in enumerate(info["ok"].tolist()):
-            if ok:
-                P.copy_rows[k].append(new[k])
-            else:  # a failed copy is not offered
-                P.mW[new[k]] = False
-        P.const_rows.append(new[-1])
-        self.rows_info[l_below]["extra"].append(info)
-
-    def _merge_infos(self, C: _Layer, l: int, infos: list[dict]):
-        keep = {r for rs in C.copy_rows.values() for r in rs}
-        merged = {"rows": [], "neurons": [], "items": []}
-        for info in infos:
-            for k, r in enumerate(info["rows"]):
-                merged["items"].append((r, info, k))
-        # later solves of a row (retries) replace earlier ones
-        last = {}
-        for r, info, k in merged["items"]:
-            last[r] = (info, k)
-        self.rows_info.append({"layer": C.index, "target_layer": l, "rows": {r: v for r, v in last.items() if r in keep},
-                               "extra": []})
 
     # -- certificate -------------------------------------------------------------------------------
     def certificate(self) -> tuple[float, list[float]]:
         """A-posteriori bound on sup |target - ticket| over the box, and the bound after each layer."""
-        t, cfg = self.t, self.cfg
+        t = self.t
         errs = []
         e_prev = 0.0
-        for l in range(t.depth):
-            last = l == t.depth - 1
-            ri = self.rows_info[l]
-            rows = dict(ri["rows"])
-            for info in ri["extra"]:
-                for k, r in enumerate(info["rows"]):
-                    rows[r] = (info, k)
-            C = self.src.layers[ri["layer"]]
-            kept = {r for rs in C.copy_rows.values() for r in rs}
-            W_t = t.weights[l]
-            worst = 0.0
+        layers = [k for k in sorted(self.info)]
+        for l, k in enumerate(layers):
+            inf, C = self.info[k], self.src.layers[k]
+            rows = torch.tensor([r for rs in C.copy_rows.values() for r in rs], dtype=torch.long)
+            neu = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+            w = t.weights[l][neu]  # [R, n_in]
+            p, q, l1v = inf["p"][rows], inf["q"][rows], inf["l1v"][rows]
             Hin = self.H[l]
-            for r, (info, k) in rows.items():
-                if r not in kept:
-                    continue
-                i = info["neurons"][k]
-                w = W_t[i]
-                if "psi" in info:  # assembling row over a univariate layer
-                    psi = info["psi"]
-                    U = Hin + e_prev
-                    if info["sign_trick"]:
-                        a = info["alpha"]
-                        p, q = info["p"][k], info["q"][k]
-                        # the univariate layer's input range: the box itself for l = 0, else |h| + e
-                        up, dn = (self.hi.clamp(min=0), (-self.lo).clamp(min=0)) if l == 0 else (U, U)
-                        E = torch.maximum((p - a * q - w).abs() * up, (a * p - q - w).abs() * dn)
-                        lip = torch.maximum((p - a * q).abs(), (a * p - q).abs())
+            if inf["product"]:
+                U = Hin + e_prev
+                if self.sign_trick:
+                    a = self.psi.slope
+                    # the univariate layer's input range: the box itself for l = 0, else |h| + e
+                    up, dn = (self.hi.clamp(min=0), (-self.lo).clamp(min=0)) if l == 0 else (U, U)
+                    E = torch.maximum((p - a * q - w).abs() * up, (a * p - q - w).abs() * dn)
+                    lip = torch.maximum((p - a * q).abs(), (a * p - q).abs())
+                else:
+                    if self.psi.kind == "smooth" and self.psi.name != "identity":
+                        R = torch.tensor([self.psi.remainder(self._a_scale(l) * float(x)) for x in U], dtype=torch.float64)
                     else:
-                        p = info["p"][k]
-                        R = torch.tensor([psi.remainder(self._a_scale(psi, l) * float(u)) for u in U], dtype=torch.float64) \
-                            if psi.kind == "smooth" else torch.zeros_like(U)
-                        E = (p - w).abs() * U + info["l1v"][k] * R
-                        lip = p.abs()
-                    err = float((E + lip * e_prev).sum()) + float(info["bias_err"][k])
-                else:  # copy row
-                    p = info["p"][k]
-                    err = float(((p - w).abs() * Hin).sum() + e_prev * info["l1v"][k].sum()) + float(info["bias_err"][k])
-                worst = max(worst, err)
-            M = 1.0 if last else acts_mod.get(t.activations[l]).lip
-            e_prev = M * worst
+                        R = torch.zeros_like(U)
+                    E = (p - w).abs() * U + l1v * R
+                    lip = p.abs()
+                err = (E + lip * e_prev).sum(1)
+            else:
+                err = ((p - w).abs() * Hin).sum(1) + e_prev * l1v.sum(1)
+            err = err + inf["bias_err"][rows]
+            M = 1.0 if l == t.depth - 1 else acts_mod.get(t.activations[l]).lip
+            e_prev = M * float(err.max())
             errs.append(e_prev)
         return e_prev, errs
 
@@ -543,7 +508,7 @@ def _choose_n_cached(dist: str, eps_rel: float, delta: float) -> int:
 def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int = 0, domain=(-1.0, 1.0), *,
               eps_param: float | None = None, delta: float = 0.01, rho: int | None = None,
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
-              objective: str = "min_l1", s1: float | None = None, max_growth_rounds: int = 6, max_rounds: int = 8,
+              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 12, max_rounds: int = 8,
               device=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
@@ -558,6 +523,8 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
             raise ConstructionError(f"{name} must be a finite number > 0, got {val!r}")
     if not 0 < delta < 1:
         raise ConstructionError(f"delta must be in (0, 1), got {delta}")
+    if objective is None:  # guarantee mode keeps l1 masses small (they amplify errors); paper mode as the papers
+        objective = "min_l1" if eps_param is None else "min_cardinality"
     if objective not in ("min_l1", "min_cardinality", "min_error"):
         raise ConstructionError(f"objective must be min_l1, min_cardinality or min_error, got {objective!r}")
     t = read_mlp(target)

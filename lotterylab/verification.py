@@ -1,0 +1,116 @@
+"""Check a ticket against its target: the largest output difference over the input domain.
+
+Two lower bounds on the true supremum, computed in float64 (the ticket's float32 values are
+exact float64 numbers, so this measures the ticket itself, not rounding):
+
+* ``samples`` random points of the box, plus its corners (all of them for <= 12 inputs) and the
+  points with one coordinate at a bound;
+* ``attack_steps`` of projected signed-gradient ascent on ``max_o |target(x) - ticket(x)|`` from
+  the worst points found, with a decaying step, projected back onto the box.
+
+The construction's certificate (an upper bound) is reported beside them when the ticket has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import torch
+from torch import nn
+
+from .tickets import Ticket
+
+
+def _domain(domain, n0: int):
+    from .construct_mlp import _domain_box
+
+    return _domain_box(domain, n0)
+
+
+@torch.no_grad()
+def _err(f, g, x):
+    return (f(x) - g(x)).abs().amax(dim=1)
+
+
+def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), samples: int = 100_000,
+           attack_steps: int = 200, attack_starts: int = 32, seed: int = 0, batch: int = 8192, device=None) -> dict:
+    """Largest |target(x) - ticket(x)| found over the box ``domain`` (see module docs)."""
+    t0 = time.perf_counter()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    net = ticket.network(device) if isinstance(ticket, Ticket) else ticket
+    f = _as_float64(target, device)
+    g = _as_float64(net, device)
+    first = next(p for p in target.parameters() if p.dim() == 2)
+    n0 = first.shape[1]
+    lo, hi = _domain(domain, n0)
+    lo, hi = lo.to(device), hi.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def sample(n):
+        u = torch.rand(n, n0, generator=gen, dtype=torch.float64).to(device)
+        return lo + (hi - lo) * u
+
+    # random points, in batches, keeping the worst
+    worst_x, worst_e = [], []
+    done = 0
+    while done < samples:
+        n = min(batch, samples - done)
+        x = sample(n)
+        e = _err(f, g, x)
+        k = min(attack_starts, n)
+        top = e.topk(k)
+        worst_x.append(x[top.indices])
+        worst_e.append(top.values)
+        done += n
+    # corners and faces
+    special = []
+    if n0 <= 12:
+        special.append(torch.tensor(list(itertools.product((0.0, 1.0), repeat=n0)), dtype=torch.float64, device=device))
+    else:
+        special.append((torch.rand(4096, n0, generator=gen, dtype=torch.float64) > 0.5).double().to(device))
+    eye = torch.eye(n0, dtype=torch.float64, device=device)
+    mid = torch.full((1, n0), 0.5, dtype=torch.float64, device=device)
+    special += [mid + 0.5 * eye, mid - 0.5 * eye, mid]
+    for s in special:
+        for c0 in range(0, len(s), batch):
+            x = lo + (hi - lo) * s[c0:c0 + batch]
+            e = _err(f, g, x)
+            k = min(attack_starts, len(x))
+            top = e.topk(k)
+            worst_x.append(x[top.indices])
+            worst_e.append(top.values)
+    X, E = torch.cat(worst_x), torch.cat(worst_e)
+    random_sup = float(E.max())
+    # projected signed-gradient ascent from the worst starts
+    starts = X[E.topk(min(attack_starts, len(E))).indices].clone()
+    attack_sup = random_sup
+    if attack_steps > 0:
+        x = starts.clone().requires_grad_(True)
+        width = (hi - lo)
+        for step in range(attack_steps):
+            with torch.enable_grad():
+                e = (f(x) - g(x)).abs().amax(dim=1)
+                (grad,) = torch.autograd.grad(e.sum(), x)
+            lr = 0.05 * (1 - step / attack_steps) + 1e-3
+            with torch.no_grad():
+                x += lr * width * grad.sign()
+                x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+                attack_sup = max(attack_sup, float(_err(f, g, x).max()))
+    out = {"sup_error": max(random_sup, attack_sup), "sup_error_random": random_sup, "sup_error_attack": attack_sup,
+           "samples": samples, "attack_steps": attack_steps, "seconds": time.perf_counter() - t0}
+    if isinstance(ticket, Ticket) and "certificate" in ticket.report:
+        out["certificate"] = ticket.report["certificate"]
+        out["eps"] = ticket.report.get("eps")
+        out["within_certificate"] = out["sup_error"] <= out["certificate"] * (1 + 1e-9) + 1e-12
+    return out
+
+
+def _as_float64(m: nn.Module, device) -> nn.Module:
+    import copy
+
+    m = copy.deepcopy(m).to(device=device, dtype=torch.float64)
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
