@@ -276,8 +276,10 @@ class _Constructor:
         return col, coef, valid, mult
 
     # -- solving pairs ---------------------------------------------------------------------------
-    def _solve_pairs(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
-        """Solve the weights of instances (rows[k], units[k]) of layer C over candidates in P; returns ok."""
+    def _solve_pairs(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor, clear: bool = True) -> torch.Tensor:
+        """Solve the weights of instances (rows[k], units[k]) of layer C over candidates in P; returns ok.
+
+        ``clear``: a re-solve first removes the pair's earlier selection (a first solve has none)."""
         inf = self.info[C.index]
         product = inf["product"]
         W_t = self.t.weights[inf["tl"]]
@@ -299,9 +301,11 @@ class _Constructor:
             sel = res.mask.reshape(len(r), S, n_max) & vv
             ok = res.ok.reshape(len(r), S).all(1)
             ok_all[c0:c0 + chunk] = ok
-            # replace this pair's previous selection by the new one
+            # replace this pair's previous selection (over ALL of the unit's candidates) by the new one
+            if clear:
+                all_r, all_c = self._unit_columns(P, product, r, u)
+                C.mW[all_r.to(C.mW.device), all_c.to(C.mW.device)] = False
             rr = r.view(-1, 1, 1).expand_as(cc)
-            C.mW[rr[vv].to(C.mW.device), cc[vv].to(C.mW.device)] = False
             C.mW[rr[sel].to(C.mW.device), cc[sel].to(C.mW.device)] = True
             sums = (v * sel).sum(2)
             inf["p"][r, u] = sums[:, 0]
@@ -310,6 +314,18 @@ class _Constructor:
             inf["l1v"][r, u] = (w.abs() * sel).sum((1, 2))
             inf["ok"][r, u] = ok
         return ok_all
+
+    @staticmethod
+    def _unit_columns(P: _Layer, product: bool, rows: torch.Tensor, units: torch.Tensor):
+        """(row, column) index pairs of every candidate of each (row, unit): what a re-solve must clear."""
+        table = P.unit_rows if product else P.copy_rows
+        rr, cc = [], []
+        for u in units.unique().tolist():
+            cols = torch.tensor(table[u], dtype=torch.long)
+            sel_rows = rows[units == u]
+            rr.append(sel_rows.repeat_interleave(len(cols)))
+            cc.append(cols.repeat(len(sel_rows)))
+        return torch.cat(rr), torch.cat(cc)
 
     def _solve_biases(self, C: _Layer, P: _Layer, rows: torch.Tensor) -> torch.Tensor:
         inf = self.info[C.index]
@@ -329,7 +345,8 @@ class _Constructor:
             raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
         w = C.W[rows][:, crow].double().cpu()
         res = self._run(w * kappa, targets, self.cfg.eps_param)
-        C.mW[rows.view(-1, 1).expand(-1, len(crow)), crow.view(1, -1).expand(len(rows), -1)] = False
+        allc = torch.tensor(P.const_rows, dtype=torch.long)  # clear any earlier choice, then set this one
+        C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1)] = False
         sel = res.mask
         C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel]] = True
         P.mb[crow[sel.any(0)]] = True  # constants in use keep their bias
@@ -371,7 +388,7 @@ class _Constructor:
         rows_t = torch.tensor(rows, dtype=torch.long)
         r = rows_t.repeat_interleave(n_in)
         u = torch.arange(n_in).repeat(len(rows))
-        ok = self._solve_pairs(C, P, r, u)
+        ok = self._solve_pairs(C, P, r, u, clear=False)
         self.stats["failed_first_try"] += int((~ok).sum())
         for _ in range(self.cfg.max_growth_rounds):
             if ok.all():
@@ -429,8 +446,11 @@ class _Constructor:
         return 1.0
 
     def _w_scale(self, l: int, product: bool) -> float:
+        # product layers: 1.5x the largest target parameter, so targets stay within 2/3 of the scale where
+        # sums of products are dense (at the edge of the range they fail far more often); plain layers: 1x,
+        # since larger candidates raise the l1 masses that amplify errors (theory.md §3.5)
         W, b = self.t.weights[l], self.t.biases[l]
-        m = max(float(W.abs().max()), float(b.abs().max()), 1e-6)
+        m = (1.5 if product else 1.0) * max(float(W.abs().max()), float(b.abs().max()), 1e-6)
         if product and self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
             return m / (self._a_scale(l) * self.psi.dphi0)
         return m
@@ -564,6 +584,11 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         r1 = min(r1, 2 * subsetsum.MAX_N if sign else subsetsum.MAX_N)
         rb = rho_b or min(40, 2 * r)  # ReLU: about half the constants are usable (beta > 0)
         s1_r = s1 if s1 is not None else (_auto_s1(psi, ep, t) if first_layer == "linearize" else 1.0)
+        if first_layer == "linearize" and s1_r < 2e-5:
+            raise ConstructionError(
+                f"linearising {psi.name} in the first layer needs input weights of scale {s1_r:.1e} for "
+                f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums unsolvable; "
+                f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds)
         c = _Constructor(t, cfg, seed, lo, hi, device)
         c.build()
@@ -581,6 +606,10 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         else:
             if best is not None:
                 break  # the previous, tighter round was certified
+            if len(history) >= 2 and cert > history[-2]["certificate"] / 1.5:
+                raise ConstructionError(f"the certificate stopped improving ({history[-2]['certificate']:.3g} -> "
+                                        f"{cert:.3g}) while tightening eps_param to {ep:.2e}; unresolved subset sums: "
+                                        f"{c.stats['unresolved']}. Raise rho / rho_b, or eps")
             ep = ep * 0.5 * eps / cert
     if best is None:
         raise ConstructionError(f"no certified ticket within eps={eps} after {max_rounds} rounds (last certificate "

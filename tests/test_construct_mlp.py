@@ -1,0 +1,150 @@
+"""Strong tickets by construction for fully connected targets: certificates that hold, real source networks."""
+
+import pytest
+import torch
+from torch import nn
+
+import lotterylab as ll
+from lotterylab import models, rng
+from lotterylab.construct_mlp import ConstructionError
+from lotterylab.target import UnsupportedTarget, read_mlp
+
+def trained_mlp(act: str, widths=(4, 8, 6, 3), seed=0, steps=150):
+    """A small MLP trained to imitate a random teacher on the box [-1, 1]^n0 (a real, trained target)."""
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for k in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[k], widths[k + 1]))
+        if k < len(widths) - 2:
+            layers.append(models.make_activation(act))
+    net = nn.Sequential(*layers)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    teacher = torch.randn(widths[0], widths[-1], generator=g)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        x = torch.rand(64, widths[0], generator=g) * 2 - 1
+        loss = ((net(x) - torch.sin(x @ teacher)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+# pure prunings of a source with the target's activation (sign trick or linearised first layer)
+FAITHFUL = [("relu", "L+1"), ("relu", "2L"), ("leaky_relu", "L+1"), ("leaky_relu", "2L"), ("tanh", "2L"),
+            ("sigmoid", "2L")]
+# the papers' idealised first layer (identity), for every activation
+IDEALISED = [(a, m) for a in ("gelu", "silu", "elu", "softplus", "sigmoid") for m in ("L+1", "2L")] + [("tanh", "L+1")]
+
+
+@pytest.mark.parametrize("act,mode,first_layer", [(a, m, None) for a, m in FAITHFUL] +
+                         [(a, m, "identity") for a, m in IDEALISED])
+def test_guarantee_mode_holds(act, mode, first_layer):
+    target = trained_mlp(act)
+    eps = 0.01
+    ticket = ll.construct(target, mode=mode, eps=eps, seed=1, first_layer=first_layer)
+    rep = ticket.report
+    L = read_mlp(target).depth
+    assert rep["depth"]["source"] == (L + 1 if mode == "L+1" else 2 * L)
+    assert len(ticket.source().linears) == rep["depth"]["source"]
+    assert rep["certificate"] <= eps
+    check = ll.verify(target, ticket, samples=100_000, attack_steps=100)
+    assert check["sup_error"] <= rep["certificate"]  # the certificate is an upper bound...
+    assert check["sup_error"] <= eps                  # ...and the ticket meets the request
+
+
+def test_ticket_is_a_pruning_of_one_fixed_source(tmp_path):
+    target = trained_mlp("relu")
+    ticket = ll.construct(target, mode="L+1", eps=0.02, seed=3)
+    src, net = ticket.source(), ticket.network()
+    names = {n for n, _ in src.named_parameters()}
+    assert set(ticket.masks) == names  # every parameter has a mask
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * ticket.masks[n])  # kept entries bit-identical, others exactly 0
+    # the source is regenerated from the seed alone
+    path = ticket.save(tmp_path / "t.ticket")
+    back = ll.load_ticket(path)
+    x = torch.rand(256, 4) * 2 - 1
+    assert torch.equal(back.network()(x), net(x))
+    assert back.report["certificate"] == ticket.report["certificate"]
+    assert ticket.file_report(path)["bits_per_source_parameter"] < 2
+
+
+def test_paper_mode_and_report():
+    target = trained_mlp("tanh", widths=(6, 10, 4))
+    t = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(-1.0, 1.0))
+    rep = t.report
+    assert not rep["guarantee_mode"] and rep["eps_param"] == 0.01
+    for key in ("certificate", "certificate_per_layer", "widths", "parameters", "subset_sum", "timings_s",
+                "theory_width_bound"):
+        assert key in rep
+    assert rep["parameters"]["ticket"] < rep["parameters"]["source"]
+    assert ll.verify(target, t, samples=20_000, attack_steps=20)["sup_error"] <= rep["certificate"]
+
+
+def test_identity_first_layer_is_labelled():
+    target = trained_mlp("tanh", widths=(4, 6, 3))
+    t = ll.construct(target, mode="L+1", eps=0.01, first_layer="identity", seed=0)
+    assert t.report["first_layer"] == "identity"
+    assert t.arch["kwargs"]["acts"][0] == "identity"  # not a pure pruning of a tanh network: said so
+
+
+def test_growth_adds_real_neurons_without_redrawing():
+    # appending rows / columns keeps every drawn value: the basis of growing the source on failures
+    full = rng.uniform_grid(7, 11, (10, 12))
+    assert torch.equal(full[:6, :9], rng.uniform_grid(7, 11, (6, 9)))
+    assert torch.equal(full[6:, 9:], rng.uniform_grid(7, 11, (4, 3), row_offset=6, col_offset=9))
+    target = trained_mlp("relu", widths=(4, 6, 3))
+    t = ll.construct(target, mode="2L", eps_param=0.002, seed=0, rho_first=12)  # few candidates: failures
+    ss = t.report["subset_sum"]
+    assert ss["failed_first_try"] > 0 and ss["neurons_added"] > 0 and ss["unresolved"] == 0
+
+
+def test_clear_errors():
+    with pytest.raises(UnsupportedTarget, match="Conv2d"):
+        read_mlp(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2)))
+    with pytest.raises(UnsupportedTarget, match="Hardswish"):
+        read_mlp(nn.Sequential(nn.Linear(2, 2), nn.Hardswish(), nn.Linear(2, 2)))
+    with pytest.raises(UnsupportedTarget, match="last layer"):
+        read_mlp(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Sigmoid()))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)) + x)
+
+    with pytest.raises(UnsupportedTarget, match="residual"):
+        read_mlp(Residual())
+    target = trained_mlp("relu", widths=(3, 4, 2), steps=1)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConstructionError, match="eps"):
+            ll.construct(target, eps=bad)
+    with pytest.raises(ConstructionError, match="lower > upper"):
+        ll.construct(target, domain=(torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 1.0])))
+    with torch.no_grad():
+        target[0].weight[0, 0] = float("nan")
+    with pytest.raises(UnsupportedTarget, match="non-finite"):
+        ll.construct(target)
+    with pytest.raises(ConstructionError, match="sign trick"):
+        ll.construct(trained_mlp("tanh", widths=(3, 4, 2), steps=1), first_layer="sign_trick")
+    # a linearised first layer whose remainder is too large for eps says what to do instead
+    with pytest.raises(ConstructionError, match="first_layer='identity'"):
+        ll.construct(trained_mlp("gelu"), mode="L+1", eps=0.01, seed=1)
+
+
+def test_functional_forward_is_read():
+    class F(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(5, 7), nn.Linear(7, 2)
+
+        def forward(self, x):
+            return self.l2(torch.nn.functional.leaky_relu(self.l1(x.flatten(1)), 0.2))
+
+    t = read_mlp(F())
+    assert t.activations == ["leaky_relu:0.2"] and t.widths == [5, 7, 2]
