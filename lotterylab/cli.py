@@ -59,6 +59,67 @@ def cmd_train(ns) -> int:
     return 0
 
 
+def _load_target(ns):
+    """A zoo name (trained once on MNIST with the default protocol, cached under runs/) or a
+    safetensors state dict of a Linear chain (layers in file order, --activation between them)."""
+    from torch import nn
+
+    from .io import FileFormatError as _FFE
+
+    path = Path(ns.target)
+    if path.exists():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            sd = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise _FFE(f"{path}: not a readable safetensors state dict ({e})") from None
+        ws = [k for k, v in sd.items() if k.endswith("weight") and v.dim() == 2]
+        if not ws:
+            raise _FFE(f"{path}: no 2-D '*.weight' tensors; expected the state dict of a chain of nn.Linear layers")
+        layers = []
+        for k, name in enumerate(ws):
+            w = sd[name]
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            lin.weight.data.copy_(w)
+            b = sd.get(name[: -len("weight")] + "bias")
+            lin.bias.data.copy_(b if b is not None else torch.zeros(w.shape[0]))
+            layers.append(lin)
+            if k < len(ws) - 1:
+                layers.append(models.make_activation(ns.activation))
+        return nn.Sequential(*layers), None
+    if ns.target not in models.names():
+        raise ValueError(f"--target {ns.target!r} is neither a file nor a zoo model ({', '.join(models.names())})")
+    splits = data_mod.load("mnist")
+    model = models.create(ns.target, ns.activation, splits.input_shape, splits.num_classes, seed=0)
+    train(model, splits, TrainConfig(), out=Path("runs") / f"target-{ns.target}-{ns.activation}", progress=not ns.quiet)
+    return model.eval(), splits
+
+
+def cmd_construct(ns) -> int:
+    from . import construct, verify
+
+    torch.set_num_threads(ns.threads)
+    target, splits = _load_target(ns)
+    domain = splits.test.x if splits is not None else (ns.low, ns.high)
+    kwargs = {"eps_param": ns.eps_param} if ns.eps_param else {"eps": ns.eps}
+    ticket = construct(target, mode=ns.mode, seed=ns.seed, domain=domain, first_layer=ns.first_layer or None, **kwargs)
+    out = Path(ns.out)
+    ticket.save(out / "ticket.safetensors")
+    rep = dict(ticket.report)
+    if ns.verify_samples:
+        rep["verify"] = verify(target, ticket, domain=domain, samples=ns.verify_samples, attack_steps=ns.attack_steps)
+    rep["file"] = ticket.file_report(out / "ticket.safetensors")
+    write_json(out / "result.json", {"kind": "construct", "target": ns.target, "args": {k: v for k, v in vars(ns).items()
+                                                                                        if k != "func"}, "report": rep})
+    p = rep["parameters"]
+    print(f"{ns.mode} ticket: source {p['source']:,} params, ticket {p['ticket']:,} ({p['ticket_per_target']:.1f}x the "
+          f"target's {p['target']:,}); certificate {rep['certificate']:.3g}"
+          + (f"; sampled+attacked error {rep['verify']['sup_error']:.3g}" if "verify" in rep else "")
+          + f"; {rep['timings_s']['total']:.1f} s; written to {out}")
+    return 0
+
+
 def cmd_fetch(ns) -> int:
     data_mod.fetch(ns.name)
     return 0
@@ -112,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("construct", help="construct a strong ticket of a fully connected target (partial: see docs)")
+    c.add_argument("--target", default="lenet_300_100", help="zoo model (trained on MNIST once, cached) or a "
+                                                              "safetensors state dict of a Linear chain")
+    c.add_argument("--activation", default="relu", help="the target's activation")
+    c.add_argument("--mode", default="L+1", choices=["L+1", "2L"])
+    c.add_argument("--eps", type=float, default=0.01, help="bound on the output error over the domain")
+    c.add_argument("--eps-param", type=float, default=0.0, help="per-parameter tolerance (papers' mode) instead of --eps")
+    c.add_argument("--first-layer", default="", choices=["", "sign_trick", "linearize", "identity"])
+    c.add_argument("--low", type=float, default=-1.0, help="domain box (state-dict targets)")
+    c.add_argument("--high", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--verify-samples", type=int, default=100_000, help="0: skip verification")
+    c.add_argument("--attack-steps", type=int, default=200)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--out", default="runs/construct", help="directory for ticket.safetensors and result.json")
+    c.set_defaults(func=cmd_construct)
 
     i = sub.add_parser("info", help="summarise a ticket, mask, checkpoint or result file")
     i.add_argument("path")

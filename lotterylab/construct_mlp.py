@@ -65,7 +65,6 @@ class _Layer:
     unit_rows: dict = field(default_factory=dict)   # univariate layer: input unit -> rows copying it
     copy_rows: dict = field(default_factory=dict)   # copy / assembling layer: target neuron -> rows
     const_rows: list = field(default_factory=list)  # constant neurons (own bias kept)
-    dropped: int = 0                                # rows replaced after a failed instance
 
     @property
     def name(self) -> str:

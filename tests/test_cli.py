@@ -45,3 +45,21 @@ def test_train_writes_result_and_info_reads_everything(tmp_path, capsys):
         assert needle in capsys.readouterr().out
     (tmp_path / "bad").write_bytes(b"garbage")
     assert main(["info", str(tmp_path / "bad")]) == 2
+
+
+def test_construct_from_a_state_dict(tmp_path, capsys):
+    from safetensors.torch import save_file
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "t.safetensors"))
+    out = tmp_path / "c"
+    assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--mode", "2L", "--eps", "0.02",
+                 "--verify-samples", "2000", "--attack-steps", "10", "--out", str(out)]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["report"]["certificate"] <= 0.02 and res["report"]["verify"]["sup_error"] <= 0.02
+    assert "certificate" in capsys.readouterr().out
+    assert main(["info", str(out / "ticket.safetensors")]) == 0
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(out)]) == 2
