@@ -527,13 +527,15 @@ def _choose_n_cached(dist: str, eps_rel: float, delta: float) -> int:
 def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int = 0, domain=(-1.0, 1.0), *,
               eps_param: float | None = None, delta: float = 0.01, rho: int | None = None,
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
-              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 12, max_rounds: int = 8,
-              device=None) -> Ticket:
+              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 12,
+              max_rounds: int = 8) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
     the per-parameter tolerance itself from the error certificate. ``eps_param=`` instead solves
     every subset sum to that tolerance (the papers' mode) and reports the resulting certificate.
+    The construction runs on the CPU (its solver kernels are compiled for it); the ticket's
+    networks go to any device with ``ticket.network(device)``.
     """
     if mode not in MODES:
         raise ConstructionError(f"mode must be one of {MODES}, got {mode!r}")
@@ -564,7 +566,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         for a in t.activations:
             if acts_mod.get(a).kind != psi.kind:
                 raise ConstructionError("2L with mixed activation kinds is not supported")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = torch.device("cpu")
     lo, hi = _domain_box(domain, t.widths[0])
     t0 = time.perf_counter()
 
