@@ -225,7 +225,8 @@ class _Constructor:
         return L
 
     def _new_info(self, C: _Layer, n_in: int, tl: int, product: bool):
-        self.info[C.index] = {"tl": tl, "product": product, "neuron": {},
+        # "neuron": target neuron realised by each row (-1: a constant or unused row)
+        self.info[C.index] = {"tl": tl, "product": product, "neuron": torch.full((0,), -1, dtype=torch.long),
                               "p": torch.zeros(0, n_in, dtype=torch.float64), "q": torch.zeros(0, n_in, dtype=torch.float64),
                               "l1v": torch.zeros(0, n_in, dtype=torch.float64), "ok": torch.zeros(0, n_in, dtype=torch.bool),
                               "bias_err": torch.zeros(0, dtype=torch.float64), "bias_ok": torch.zeros(0, dtype=torch.bool)}
@@ -236,9 +237,10 @@ class _Constructor:
         for k in ("p", "q", "l1v", "ok"):
             if inf[k].shape[0] < R:
                 inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], inf[k].shape[1], dtype=inf[k].dtype)])
-        for k in ("bias_err", "bias_ok"):
+        for k in ("bias_err", "bias_ok", "neuron"):
             if inf[k].shape[0] < R:
-                inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], dtype=inf[k].dtype)])
+                fill = -1 if k == "neuron" else 0
+                inf[k] = torch.cat([inf[k], torch.full((R - inf[k].shape[0],), fill, dtype=inf[k].dtype)])
 
     # -- candidate tables ------------------------------------------------------------------------
     def _tables(self, P: _Layer, product: bool):
@@ -285,7 +287,7 @@ class _Constructor:
         col, coef, valid, mult = self._tables(P, product)
         S, n_max = col.shape[1], col.shape[2]
         eps = self.cfg.eps_param / (1 + self.psi.slope) if (product and self.sign_trick) else self.cfg.eps_param
-        neuron = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+        neuron = inf["neuron"][rows]
         ok_all = torch.ones(len(rows), dtype=torch.bool)
         chunk = max(1, 1_500_000 // (S * n_max))
         for c0 in range(0, len(rows), chunk):
@@ -328,7 +330,7 @@ class _Constructor:
 
     def _solve_biases(self, C: _Layer, P: _Layer, rows: torch.Tensor) -> torch.Tensor:
         inf = self.info[C.index]
-        neuron = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+        neuron = inf["neuron"][rows]
         targets = self.t.biases[inf["tl"]][neuron].clone()
         if inf["product"] and self.psi.kind == "smooth" and self.psi.phi0 != 0:
             # phi(0) of every selected copy adds up: move it into the bias target
@@ -363,10 +365,8 @@ class _Constructor:
             P.mW[torch.tensor(new), torch.tensor(units)] = True
         else:
             new = self.src.add_rows(P, len(units))
-            inf = self.info[P.index]
-            for r, j in zip(new, units):
-                inf["neuron"][r] = j
             self._fit_info(P)
+            self.info[P.index]["neuron"][torch.tensor(new)] = torch.tensor(units)
             self._solve_rows(P, self.src.layers[P.index - 1], new)
             for r, j in zip(new, units):
                 P.copy_rows[j].append(r)
@@ -425,7 +425,8 @@ class _Constructor:
                 C.copy_rows = {i: list(range(i * copies, (i + 1) * copies)) for i in range(n_l)}
                 C.const_rows = [] if last else list(range(n_l * copies, rows_n))
                 self._new_info(C, t.widths[l], l, product=l == 0)
-                self.info[C.index]["neuron"] = {r: i for i, rs in C.copy_rows.items() for r in rs}
+                self._fit_info(C)
+                self.info[C.index]["neuron"][:n_l * copies] = torch.arange(n_l).repeat_interleave(copies)
                 self._solve_rows(C, prev, [r for rs in C.copy_rows.values() for r in rs])
                 prev = C
         else:  # 2L: per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer
@@ -436,7 +437,8 @@ class _Constructor:
                                        None if last else t.activations[l])
                 A.copy_rows = {i: [i] for i in range(t.widths[l + 1])}
                 self._new_info(A, t.widths[l], l, product=True)
-                self.info[A.index]["neuron"] = {i: i for i in range(t.widths[l + 1])}
+                self._fit_info(A)
+                self.info[A.index]["neuron"][:] = torch.arange(t.widths[l + 1])
                 self._solve_rows(A, U, list(range(t.widths[l + 1])))
 
     def _a_scale(self, l: int) -> float:
@@ -464,7 +466,7 @@ class _Constructor:
         for l, k in enumerate(layers):
             inf, C = self.info[k], self.src.layers[k]
             rows = torch.tensor([r for rs in C.copy_rows.values() for r in rs], dtype=torch.long)
-            neu = torch.tensor([inf["neuron"][int(r)] for r in rows], dtype=torch.long)
+            neu = inf["neuron"][rows]
             w = t.weights[l][neu]  # [R, n_in]
             p, q, l1v = inf["p"][rows], inf["q"][rows], inf["l1v"][rows]
             Hin = self.H[l]
