@@ -7,7 +7,13 @@ statistics, the certificate over the data's domain (per-pixel min/max of the tes
 largest output difference on the test set, test accuracy of target and ticket, and top-1
 agreement. The ticket is evaluated with sparse matrices (it keeps a few % of a very wide source).
 
-    python benchmarks/construct_mlp.py [--modes L+1 2L] [--acts relu tanh] [--threads 2]
+Beside it, the research code's procedure re-implemented as the baseline (LT-existence style): every
+parameter of every layer but the last gets n = 15 fresh U(-1, 1) numbers and the first subset (by
+increasing size, up to 9, in combination order) whose sum is within eps_param replaces it; the last
+layer is copied from the target. No fixed random network exists there: it simulates one. Printed
+side by side: time per instance, ticket size, output error and accuracy.
+
+    python benchmarks/construct_mlp.py [--modes L+1 2L] [--acts relu tanh] [--threads 2] [--baseline-sample N]
 Writes benchmarks/results/construct_mlp.json.
 """
 
@@ -47,12 +53,66 @@ def sparse_forward(ticket: ll.Ticket, x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def research_first_hit(values, target, eps, k_max=9):
+    """LT-existence's solver: sizes 1..9, combinations in order, numpy sum, first subset within eps."""
+    import itertools
+
+    import numpy as np
+
+    for k in range(1, min(k_max, len(values)) + 1):
+        for combo in itertools.combinations(range(len(values)), k):
+            s = float(np.sum(values[np.array(combo, dtype=int)]))
+            if abs(target - s) <= eps:
+                return k, s
+    return None, None
+
+
+@torch.no_grad()
+def research_baseline(target, x, y, out_t, eps: float, n: int = 15, sample: int = 0, seed: int = 0) -> dict:
+    """The research procedure on the same target; ``sample`` > 0 times only that many instances
+    per layer (then the rest of the layer is left exact, and the error column says so)."""
+    import numpy as np
+
+    g = np.random.default_rng(seed)
+    net = [m for m in target.modules() if isinstance(m, torch.nn.Linear)]
+    approx = [(lin.weight.double().clone(), lin.bias.double().clone()) for lin in net]
+    kept, instances, failed, seconds = 0, 0, 0, 0.0
+    for li, lin in enumerate(net[:-1]):
+        for tensor in approx[li]:
+            flat = tensor.view(-1)
+            idx = range(flat.numel()) if not sample else g.choice(flat.numel(), min(sample, flat.numel()), replace=False)
+            t0 = time.perf_counter()
+            for i in idx:
+                draws = g.uniform(-1.0, 1.0, n)
+                size, val = research_first_hit(draws, float(flat[i]), eps)
+                instances += 1
+                if size is None:
+                    failed += 1  # the research code leaves the weight as is (simulated error 0): counted here
+                    continue
+                kept += 2 * size  # one weight in and one out per chosen intermediate neuron
+                flat[i] = val
+            seconds += time.perf_counter() - t0
+    kept += sum(p.numel() for p in net[-1].parameters())  # final layer copied
+    from lotterylab.target import TargetMLP, read_mlp
+
+    t = read_mlp(target)
+    h = TargetMLP([w for w, _ in approx], [b for _, b in approx], t.activations).forward(x.double())[-1]
+    return {"n": n, "instances": instances, "failed": failed, "seconds": seconds,
+            "ms_per_instance": 1e3 * seconds / max(instances, 1), "ticket_parameters": kept,
+            "sampled": bool(sample), "max_output_error_test": float((out_t - h).abs().max()),
+            "ticket_accuracy": float((h.argmax(1) == y).float().mean()),
+            "agreement": float((out_t.argmax(1) == h.argmax(1)).float().mean())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", nargs="*", default=["L+1", "2L"])
     ap.add_argument("--acts", nargs="*", default=["relu", "tanh"])
     ap.add_argument("--eps-param", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baseline-sample", type=int, default=0,
+                    help="research baseline: instances per layer tensor (0: all, the full simulated ticket)")
+    ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "construct_mlp.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,6 +124,13 @@ def main() -> None:
         with torch.no_grad():
             out_t = target.double()(x.double())
         target = target.float()
+        if not args.no_baseline:
+            base = research_baseline(target, x, y, out_t, args.eps_param, sample=args.baseline_sample)
+            rows.append({"activation": act, "mode": "research baseline (simulated, final layer copied)", **base})
+            print(f"{act} research baseline: {base['ms_per_instance']:.3f} ms/instance x {base['instances']:,} "
+                  f"instances = {base['seconds']:.1f} s; ticket {base['ticket_parameters']:,} params; acc "
+                  f"{base['ticket_accuracy']:.4f}, agree {base['agreement']:.4f}, max err "
+                  f"{base['max_output_error_test']:.3g}; failed {base['failed']}", flush=True)
         for mode in args.modes:
             t0 = time.perf_counter()
             ticket = ll.construct(target, mode=mode, eps_param=args.eps_param, seed=0, domain=x)
@@ -79,6 +146,8 @@ def main() -> None:
                    "target_accuracy": float((out_t.argmax(1) == y).float().mean()),
                    "ticket_accuracy": float((out_k.argmax(1) == y).float().mean()),
                    "agreement": float((out_t.argmax(1) == out_k.argmax(1)).float().mean())}
+            n_inst = rep["subset_sum"].get("instances") or 0
+            row["ms_per_instance_end_to_end"] = 1e3 * wall / n_inst if n_inst else None
             rows.append(row)
             print(f"{act} {mode}: {wall:.1f} s (subset sum {row['subset_sum_seconds']:.1f} s), source "
                   f"{rep['parameters']['source']:,} ticket {rep['parameters']['ticket']:,} target "

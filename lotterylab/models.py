@@ -200,10 +200,13 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
     "mlp": (lambda a, s, c, widths=(300, 100): MLP(widths, a, s, c), "glorot_normal", (1, 28, 28)),
     "lenet_300_100": (lambda a, s, c: MLP((300, 100), a, s, c), "glorot_normal", (1, 28, 28)),
     "lenet5": (lambda a, s, c: LeNet5(a, s, c), "glorot_normal", (1, 28, 28)),
-    "conv2": (lambda a, s, c: ConvNet([64, 64, "M"], (256, 256), a, s, c), "glorot_normal", (3, 32, 32)),
-    "conv4": (lambda a, s, c: ConvNet([64, 64, "M", 128, 128, "M"], (256, 256), a, s, c), "glorot_normal", (3, 32, 32)),
-    "conv6": (lambda a, s, c: ConvNet([64, 64, "M", 128, 128, "M", 256, 256, "M"], (256, 256), a, s, c),
+    # batch_norm=True adds BN after each conv (early-bird's channel masks read its scaling factors)
+    "conv2": (lambda a, s, c, batch_norm=False: ConvNet([64, 64, "M"], (256, 256), a, s, c, batch_norm=batch_norm),
               "glorot_normal", (3, 32, 32)),
+    "conv4": (lambda a, s, c, batch_norm=False: ConvNet([64, 64, "M", 128, 128, "M"], (256, 256), a, s, c,
+                                                        batch_norm=batch_norm), "glorot_normal", (3, 32, 32)),
+    "conv6": (lambda a, s, c, batch_norm=False: ConvNet([64, 64, "M", 128, 128, "M", 256, 256, "M"], (256, 256), a, s,
+                                                        c, batch_norm=batch_norm), "glorot_normal", (3, 32, 32)),
     "vgg11": (lambda a, s, c: ConvNet(_VGG["vgg11"], (), a, s, c, batch_norm=True, global_pool=True),
               "kaiming_normal", (3, 32, 32)),
     "vgg16": (lambda a, s, c: ConvNet(_VGG["vgg16"], (), a, s, c, batch_norm=True, global_pool=True),
@@ -227,7 +230,8 @@ def create(name: str, activation: str = "relu", input_shape: Sequence[int] | Non
 
     ``init`` is a scheme name or an :class:`~lotterylab.init.InitSpec` dict; default: the
     literature's choice for that model (Glorot normal for LeNet/Conv-k, Kaiming normal for VGG/ResNet).
-    The returned model carries ``model.lotterylab_arch`` (name and arguments), enough to rebuild it.
+    The returned model carries ``model.lotterylab_arch`` (name and arguments), enough to rebuild it,
+    and ``model.lotterylab_init`` (the init spec used), so a finder can re-draw it with another seed.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
@@ -245,6 +249,7 @@ def create(name: str, activation: str = "relu", input_shape: Sequence[int] | Non
     model.lotterylab_arch = {"name": name, "activation": activation, "input_shape": list(shape),
                              "num_classes": int(num_classes), "kwargs": {k: (list(v) if isinstance(v, tuple) else v)
                                                                          for k, v in kwargs.items()}}
+    model.lotterylab_init = init_spec
     return model.to(device) if device is not None else model
 
 

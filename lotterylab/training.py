@@ -58,6 +58,9 @@ class TrainConfig:
 class Callback:
     """Hooks into the loop; set ``loop.stop = True`` to end training early."""
 
+    def on_backward_end(self, loop: "Loop") -> None:  # gradients ready, before masking and the step
+        pass
+
     def on_step_end(self, loop: "Loop") -> None:  # after the optimizer step (and mask)
         pass
 
@@ -181,12 +184,14 @@ def load_checkpoint(path: Path, loop: Loop, config_hash: str) -> None:
 
 def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, mask: Mask | None = None,
           out: str | Path | None = None, callbacks: Sequence[Callback] = (), device=None, threads: int | None = None,
-          progress: bool = True, extra_hash: dict | None = None) -> dict:
+          progress: bool = True, extra_hash: dict | None = None, start_iteration: int = 0) -> dict:
     """Train ``model`` in place on ``data`` and return the run's result (also ``out/result.json``).
 
     ``out``: directory for checkpoints and ``result.json``; rerunning with the same directory
     resumes an interrupted run and returns a finished one as is. ``extra_hash``: anything else
     that defines the run (model, data, mask) so a directory is never resumed with other inputs.
+    ``start_iteration``: begin at this iteration of the schedule and data order (rewinding to
+    iteration k trains the remaining ``total - k`` iterations, as Frankle et al. 2020 do).
     """
     cfg = cfg or TrainConfig()
     if threads is not None:
@@ -202,7 +207,10 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     per_epoch = n // cfg.batch_size  # full batches only: every step sees batch_size examples
     total = parse_steps(cfg.budget, per_epoch)
     eval_every = max(parse_steps(cfg.eval_every, per_epoch), 1)
-    config_hash = run_hash(cfg, extra_hash or {}, {"mask": mask.fingerprint() if mask is not None else None})
+    if not 0 <= start_iteration <= total:
+        raise ValueError(f"start_iteration {start_iteration} is outside the budget of {total} iterations")
+    config_hash = run_hash(cfg, extra_hash or {}, {"mask": mask.fingerprint() if mask is not None else None},
+                           {"start_iteration": start_iteration} if start_iteration else {})
 
     out = Path(out) if out is not None else None
     if out is not None and (out / RESULT).exists():
@@ -216,6 +224,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
     loop = Loop(model, optimizer, mask, cfg, total, per_epoch)
+    loop.iteration = start_iteration
     torch.manual_seed(cfg.seed)  # dropout and any other torch-side randomness
     if out is not None and (out / CHECKPOINT).exists():
         load_checkpoint(out / CHECKPOINT, loop, config_hash)
@@ -256,6 +265,8 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
+        for cb in callbacks:
+            cb.on_backward_end(loop)
         if masked:
             grads = [p.grad for p in masked if p.grad is not None]
             if len(grads) == len(masked):

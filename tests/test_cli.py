@@ -63,3 +63,38 @@ def test_construct_from_a_state_dict(tmp_path, capsys):
     assert main(["info", str(out / "ticket.safetensors")]) == 0
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(out)]) == 2
+
+
+def _fashion_args(d, out):
+    return ["--dataset", "fashion-mnist", "--data-root", str(d), "--no-verify", "--val-size", "10", "--batch-size", "10",
+            "--quiet", "--out", str(out)]
+
+
+def test_find_subcommands_write_results_and_plots(fashion_fixture_dir, tmp_path, capsys):
+    d = fashion_fixture_dir
+    imp_out, pai_out, ep_out, eb_out = (tmp_path / n for n in ("imp", "pai", "ep", "eb"))
+    assert main(["imp", *_fashion_args(d, imp_out), "--budget", "10it", "--eval-every", "5it", "--rounds", "2",
+                 "--control", "reinit"]) == 0
+    res = json.loads((imp_out / "result.json").read_text())
+    assert [r["round"] for r in res["rounds"]] == [0, 1, 2] and len(res["control"]["rounds"]) == 2
+    assert (imp_out / "accuracy_vs_density.png").exists() and (imp_out / "learning_speed.png").exists()
+
+    assert main(["pai", *_fashion_args(d, pai_out), "--budget", "5it", "--method", "synflow", "--density", "0.05",
+                 "--synflow-iterations", "5"]) == 0
+    res = json.loads((pai_out / "result.json").read_text())
+    assert abs(res["density"] - 0.05) < 0.005 and res["method"] == "synflow"
+    assert (pai_out / "training.png").exists() and (pai_out / "mask.safetensors").exists()
+
+    assert main(["edge-popup", *_fashion_args(d, ep_out), "--model", "mlp", "--widths", "32,16", "--budget", "5it",
+                 "--density", "0.3"]) == 0
+    assert (ep_out / "ticket.safetensors").exists()
+    assert main(["info", str(ep_out / "ticket.safetensors")]) == 0
+
+    rc = main(["early-bird", *_fashion_args(d, eb_out), "--kind", "magnitude", "--budget", "30it", "--eval-every",
+               "2it", "--window", "2", "--threshold", "0.5"])
+    assert rc == 0
+    res = json.loads((eb_out / "result.json").read_text())
+    assert res["drawn"]["iteration"] < 30 and (eb_out / "mask_distance.png").exists()
+
+    assert main(["plot", str(imp_out), str(pai_out), "--out", str(tmp_path / "all.png")]) == 0
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,159 @@
+"""The lottery literature's standard figures, written to PNG with matplotlib (Agg, no display).
+
+Series are ``{label: [(density, values), ...]}`` where ``values`` is one number or a list over
+seeds (plotted as mean with min-max error bars).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: works on headless machines and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_write_bytes  # noqa: E402
+
+
+def _stats(values):
+    v = np.atleast_1d(np.asarray(values, dtype=float))
+    return v.mean(), v.mean() - v.min(), v.max() - v.mean()
+
+
+def _save(fig, path) -> Path:
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _density_axis(ax, densities):
+    ax.set_xscale("log")
+    ax.invert_xaxis()  # read left to right as pruning proceeds
+    ticks = sorted(set(round(100 * d, 1) for d in densities), reverse=True)
+    if len(ticks) > 10:
+        ticks = ticks[:: max(1, len(ticks) // 8)]
+    ax.set_xticks([t / 100 for t in ticks])
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlabel("density (% of weights kept, log scale)")
+
+
+def _series_plot(series: dict, path, title: str, ylabel: str, scale: float = 1.0) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    all_d = []
+    for label, points in series.items():
+        points = sorted(points, key=lambda p: -p[0])
+        if not points:
+            continue
+        d = [p[0] for p in points]
+        stats = [_stats(p[1]) for p in points]
+        m = [scale * s[0] for s in stats]
+        err = [[scale * s[1] for s in stats], [scale * s[2] for s in stats]]
+        ax.errorbar(d, m, yerr=err, marker="o", ms=3, capsize=2, label=label)
+        all_d += d
+    if all_d:
+        _density_axis(ax, all_d)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def accuracy_vs_density(series: dict, path, title: str = "accuracy vs density") -> Path:
+    """Test accuracy (in %) against density on a log axis."""
+    return _series_plot(series, path, title, "test accuracy (%)", scale=100.0)
+
+
+def learning_speed_vs_density(series: dict, path, title: str = "learning speed vs density") -> Path:
+    """Iteration of minimum validation loss (lower = learns faster) against density."""
+    return _series_plot(series, path, title, "iteration of min. validation loss")
+
+
+def mask_distance_matrix(distances, path, labels=None, title: str = "early-bird mask distance") -> Path:
+    """Heat map of pairwise normalised Hamming distances between masks (You et al. 2020, Fig. 2)."""
+    d = np.asarray(distances, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.0, 4.4))
+    im = ax.imshow(d, cmap="viridis", vmin=0.0, vmax=max(float(d.max()), 1e-9))
+    fig.colorbar(im, ax=ax, label="normalised Hamming distance")
+    if labels is not None:
+        step = max(1, len(labels) // 10)
+        ax.set_xticks(range(0, len(labels), step))
+        ax.set_xticklabels([labels[i] for i in range(0, len(labels), step)], rotation=45, fontsize=7)
+        ax.set_yticks(range(0, len(labels), step))
+        ax.set_yticklabels([labels[i] for i in range(0, len(labels), step)], fontsize=7)
+    ax.set_xlabel("check (epoch)")
+    ax.set_ylabel("check (epoch)")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def heatmap(values, path, xlabels, ylabels, xlabel: str, ylabel: str, title: str, cbar: str) -> Path:
+    v = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    im = ax.imshow(v, cmap="magma_r", aspect="auto", origin="lower")
+    fig.colorbar(im, ax=ax, label=cbar)
+    ax.set_xticks(range(len(xlabels)))
+    ax.set_xticklabels(xlabels, rotation=45, fontsize=7)
+    ax.set_yticks(range(len(ylabels)))
+    ax.set_yticklabels(ylabels, fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def training_curves(histories: dict, path, title: str = "training", key: str = "test_accuracy") -> Path:
+    """``{label: history}`` (a training result's ``history``): ``key`` against iteration."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, hist in histories.items():
+        ax.plot([h["iteration"] for h in hist], [h[key] for h in hist], label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def threshold_plot(found, fit: dict, bound: list[dict], cells: list[dict], sizes, its, path) -> Path:
+    """Left: measured T*(m) against log m with the fitted line and the bound's shape (scaled).
+    Right: dense (dashed) and GFS-pruned (solid) training loss against pre-training iterations."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    if found:
+        ms = np.array([m for m, _ in found], dtype=float)
+        a.plot(ms, [t for _, t in found], "o", label="measured T*(m)")
+        if np.isfinite(fit.get("slope", np.nan)):
+            grid = np.geomspace(ms.min(), ms.max(), 50)
+            a.plot(grid, fit["intercept"] + fit["slope"] * np.log(grid), "-",
+                   label=f"fit: {fit['slope']:.0f} * ln m + {fit['intercept']:.0f} (R² {fit['r2']:.2f})")
+    scaled = [(x["m"], x["T_star_scaled"]) for x in bound if "T_star_scaled" in x]
+    if scaled:
+        a.plot([m for m, _ in scaled], [t for _, t in scaled], "s--", ms=3,
+               label="bound shape (1/(η λ0)) ln m, scaled")
+    a.set_xscale("log")
+    a.set_xlabel("training subset size m (log)")
+    a.set_ylabel("pre-training iterations")
+    a.set_title("pre-training needed before GFS works", fontsize=10)
+    a.grid(alpha=0.3)
+    if a.get_legend_handles_labels()[0]:
+        a.legend(fontsize=7)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
+    for m, col in zip(sizes, colors):
+        rows = sorted((c for c in cells if c["m"] == m), key=lambda c: c["t"])
+        t = [max(c["t"], 1) for c in rows]
+        b.plot(t, [c["pruned_train_loss"] for c in rows], "-", color=col, label=f"m={m}")
+        b.plot(t, [c["dense_train_loss"] for c in rows], "--", color=col, lw=0.8)
+    b.set_xscale("log")
+    b.set_yscale("log")
+    b.set_xlabel("pre-training iterations t (t=0 drawn at 1)")
+    b.set_ylabel("training loss (solid: pruned, dashed: dense)")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,119 @@
+"""Greedy forward selection and the pre-training study, on small data and trained models."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lotterylab import models
+from lotterylab.find.gfs import GFSConfig, LayerSelection, as_sequential, gfs, neuron_baseline, select_layer, shrink
+from lotterylab.study import (PretrainStudyConfig, fit_log, lambda_min, ntk_gram, run_study, subset, threshold,
+                              threshold_bound)
+from lotterylab.target import UnsupportedTarget
+from lotterylab.training import TrainConfig, evaluate, train
+
+
+@pytest.fixture(scope="module")
+def trained(request):
+    from conftest import tiny_data
+    data = tiny_data.__wrapped__()
+    model = models.create("mlp", input_shape=(1, 8, 8), widths=(48, 24), seed=0)
+    train(model, data, TrainConfig(budget="200it", batch_size=30, eval_every="200it"), progress=False)
+    return model.eval(), data
+
+
+def test_line_search_loss_never_increases(trained):
+    model, data = trained
+    seq = as_sequential(model)
+    for k in (0, 1):
+        sel = select_layer(seq, k, data.train.x, data.train.y, budget=12, cfg=GFSConfig(step="line"))
+        assert len(sel.losses) >= 12
+        assert all(b <= a for a, b in zip(sel.losses, sel.losses[1:]))
+        assert len(sel.selected) <= 12 and sum(sel.mixing().values()) == pytest.approx(1.0)
+
+
+def test_first_pick_is_the_best_single_neuron_by_brute_force(trained):
+    model, data = trained
+    seq = as_sequential(model)
+    x, y = data.train.x[:100], data.train.y[:100]
+    sel = select_layer(seq, 0, x, y, budget=1, cfg=GFSConfig(steps_per_neuron=1))
+    losses = []
+    for r in range(48):  # the network with only neuron r, its outgoing weights scaled by N (mean field)
+        one = shrink(seq, LayerSelection(0, 48, [r], [], [], math.nan))
+        with torch.no_grad():
+            losses.append(float(F.cross_entropy(one(x), y)))
+    assert sel.picks == [min(range(48), key=losses.__getitem__)]
+    assert sel.losses[0] == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_all_neurons_once_reproduce_the_dense_layer(trained):
+    model, data = trained
+    seq = as_sequential(model)
+    sel = LayerSelection(0, 48, list(range(48)), [], [], math.nan)  # every neuron once, averaging readout
+    x = data.test.x
+    assert torch.allclose(shrink(seq, sel)(x), model(x), atol=1e-5)
+
+
+def test_smaller_network_equals_the_selection_output(trained):
+    model, data = trained
+    seq = as_sequential(model)
+    x, y = data.train.x, data.train.y
+    for step in ("1/k", "line"):
+        sel = select_layer(seq, 0, x, y, budget=10, cfg=GFSConfig(step=step))
+        small = shrink(seq, sel)
+        assert small[1].out_features == len(sel.selected) <= 10  # physically smaller
+        # the loss the selection recorded is the loss of the smaller network
+        assert float(F.cross_entropy(small(x), y)) == pytest.approx(sel.losses[-1], rel=1e-4)
+
+
+def test_gfs_prunes_every_hidden_layer_and_beats_random(trained):
+    model, data = trained
+    small, rec = gfs(model, data, GFSConfig(fraction=0.25, batch=0, step="line"))
+    assert rec["widths"] == [64, 12, 6, 10]
+    acc = evaluate(small, data.test)["accuracy"]
+    rnd = evaluate(neuron_baseline(model, "random", 0.25), data.test)["accuracy"]
+    assert acc > rnd
+    mag = neuron_baseline(model, "magnitude", 1.0)  # keeping every neuron changes nothing
+    assert torch.allclose(mag(data.test.x), model(data.test.x), atol=1e-5)
+    with pytest.raises(UnsupportedTarget):
+        gfs(models.create("lenet5", input_shape=(1, 28, 28)), data)
+
+
+def test_study_is_resumable_and_finds_thresholds(tmp_path):
+    from conftest import tiny_data
+    data = tiny_data.__wrapped__()
+    cfg = PretrainStudyConfig(sizes="100,300", iterations="0,20,80", width=32, neurons=8, gfs_batch=200, tol=5.0)
+    res = run_study(data, cfg, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
+    assert len(res["cells"]) == 6 and res["T_star"] == {"100": 0, "300": 0}  # tol 5: everything qualifies
+    assert (tmp_path / "img" / "pretraining_heatmap.png").exists()
+    cell_files = sorted((tmp_path).rglob("m100_t20.json"))
+    stamp = cell_files[0].stat().st_mtime_ns
+    res2 = run_study(data, cfg, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
+    assert cell_files[0].stat().st_mtime_ns == stamp  # finished cells are not recomputed
+    assert res2["cells"] == res["cells"]
+    small = subset(data, 100, 0)
+    big = subset(data, 300, 0)
+    assert torch.equal(small.train.x, big.train.x[:100])  # nested subsets
+
+
+def test_threshold_fit_and_bound():
+    cells = [{"m": m, "t": t, "dense_train_loss": 0.0, "pruned_train_loss": 1.0 if t < m // 10 else 0.05}
+             for m in (100, 1000) for t in (0, 5, 10, 50, 100, 500)]
+    assert threshold(cells, 100, 0.1) == 10 and threshold(cells, 1000, 0.1) == 100
+    fit = fit_log([100, 1000, 10000], [10.0, 20.0, 30.0])
+    assert fit["slope"] == pytest.approx(10 / math.log(10)) and fit["r2"] == pytest.approx(1.0)
+    b = threshold_bound(1000, 0.1, 0.05)
+    assert b["slope_per_log_m"] == pytest.approx(2 / (0.05 * 0.1))
+    with pytest.raises(ValueError):
+        threshold_bound(1000, -1.0, 0.05)
+
+
+def test_ntk_gram_is_psd_and_lambda_min_of_a_subsample_bounds_the_full_set():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 10, generator=g)
+    h = ntk_gram(x)
+    assert torch.allclose(h, h.T) and torch.allclose(h.diagonal(), torch.full((60,), 0.5, dtype=torch.float64))
+    full, _ = lambda_min(x, max_points=60)
+    part, used = lambda_min(x, max_points=30)
+    assert used == 30 and full > 0 and part >= full - 1e-12  # interlacing
