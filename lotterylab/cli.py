@@ -111,7 +111,19 @@ def cmd_construct(ns) -> int:
     rep = dict(ticket.report)
     if ns.verify_samples:
         rep["verify"] = verify(target, ticket, domain=domain, samples=ns.verify_samples, attack_steps=ns.attack_steps)
+    if splits is not None:  # the data the target was trained for: accuracy, agreement, largest output difference
+        from .verification import _as_float64
+        x, y = splits.test.x.double(), splits.test.y
+        with torch.no_grad():
+            out_t = _as_float64(target, "cpu")(x)
+            out_k = _as_float64(ticket.network(), "cpu")(x)
+        rep["test"] = {"target_accuracy": float((out_t.argmax(1) == y).double().mean()),
+                       "ticket_accuracy": float((out_k.argmax(1) == y).double().mean()),
+                       "agreement": float((out_t.argmax(1) == out_k.argmax(1)).double().mean()),
+                       "max_output_error": float((out_t - out_k).abs().max())}
     rep["file"] = ticket.file_report(out / "ticket.safetensors")
+    from . import plots
+    plots.construction(rep, out / "construction.png", rep.get("verify"), rep.get("test"))
     write_json(out / "result.json", {"kind": "construct", "target": ns.target, "args": {k: v for k, v in vars(ns).items()
                                                                                         if k != "func"}, "report": rep})
     p = rep["parameters"]
@@ -119,6 +131,10 @@ def cmd_construct(ns) -> int:
           f"target's {p['target']:,}); certificate {rep['certificate']:.3g}"
           + (f"; sampled+attacked error {rep['verify']['sup_error']:.3g}" if "verify" in rep else "")
           + f"; {rep['timings_s']['total']:.1f} s; written to {out}")
+    if "test" in rep:
+        te = rep["test"]
+        print(f"test set: target accuracy {100 * te['target_accuracy']:.2f}%, ticket {100 * te['ticket_accuracy']:.2f}%, "
+              f"top-1 agreement {100 * te['agreement']:.2f}%, largest output difference {te['max_output_error']:.3g}")
     return 0
 
 
@@ -272,7 +288,8 @@ def cmd_study(ns) -> int:
 
     torch.set_num_threads(ns.threads)
     splits = data_mod.load(ns.dataset)
-    res = run_study(splits, from_namespace(PretrainStudyConfig, ns), out=ns.out, plots_dir=ns.plots_dir or None)
+    res = run_study(splits, from_namespace(PretrainStudyConfig, ns), out=ns.out, plots_dir=ns.plots_dir or None,
+                    workers=ns.workers)
     print(f"T*(m): {res['T_star']}; fitted slope {res['fit']['slope']:.1f} iterations per e-fold of m "
           f"(R^2 {res['fit']['r2']:.2f}); {res['wall_time_s']:.0f} s; results in {res['out']}")
     return 0
@@ -429,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", default="runs/study-pretraining", help="cells and checkpoints (resumable)")
     pt.add_argument("--plots-dir", default="", help="where the PNGs go (default: the run folder)")
     pt.add_argument("--threads", type=int, default=1)
+    pt.add_argument("--workers", type=int, default=2, help="processes (one subset size each, one thread each)")
     pt.set_defaults(func=cmd_study)
 
     pl = sub.add_parser("plot", help="accuracy or learning speed vs density for finished runs")

@@ -157,3 +157,39 @@ def threshold_plot(found, fit: dict, bound: list[dict], cells: list[dict], sizes
     b.grid(alpha=0.3)
     b.legend(fontsize=7)
     return _save(fig, path)
+
+
+def construction(report: dict, path, verify: dict | None = None, test: dict | None = None) -> Path:
+    """A constructed ticket at a glance: parameter counts (target, ticket, source; log scale) and
+    the error bounds per target layer (certificate after each layer, the sampled/attacked error
+    and the test-set error beside eps or eps_param)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    p = report["parameters"]
+    names = ["target", "ticket", "source"]
+    vals = [p["target"], p["ticket"], p["source"]]
+    a.bar(names, vals, color=["#4c72b0", "#55a868", "#c44e52"])
+    a.set_yscale("log")
+    for i, v in enumerate(vals):
+        a.text(i, v, f"{v:,}", ha="center", va="bottom", fontsize=8)
+    a.set_ylabel("parameters (log)")
+    a.set_title(f"{report['mode']} ticket: {p['ticket_per_target']:.1f}x the target's parameters", fontsize=10)
+    per = report.get("certificate_per_layer") or []
+    if per:
+        b.plot(range(1, len(per) + 1), per, "o-", label="certificate after layer")
+    lines = []
+    if report.get("eps") is not None and report.get("guarantee_mode"):
+        lines.append(("eps", report["eps"], "k"))
+    if verify:
+        lines.append(("sampled + attacked error", verify["sup_error"], "tab:orange"))
+    if test:
+        lines.append(("max error on the test set", test["max_output_error"], "tab:green"))
+    for label, v, col in lines:
+        b.axhline(v, ls="--", color=col, label=f"{label} {v:.3g}")
+    b.set_yscale("log")
+    b.set_xlabel("target layer")
+    b.set_ylabel("sup |target - ticket| bound")
+    b.set_title("error bounds (eps_param {:g})".format(report.get("eps_param") or 0), fontsize=10)
+    b.grid(alpha=0.3)
+    if b.get_legend_handles_labels()[0]:
+        b.legend(fontsize=7)
+    return _save(fig, path)

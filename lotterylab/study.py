@@ -37,7 +37,7 @@ from .training import Callback, TrainConfig, evaluate, train
 class PretrainStudyConfig:
     sizes: str = field(default="1000,2000,4000,8000,16000,32000,55000",
                        metadata={"help": "training-subset sizes m (nested subsets)"})
-    iterations: str = field(default="0,50,100,200,400,800,1600,3200,6400",
+    iterations: str = field(default="0,50,100,200,400,800,1600,3200,6400,12800",
                             metadata={"help": "pre-training checkpoints t (iterations)"})
     width: int = field(default=512, metadata={"help": "hidden neurons of the two-layer MLP"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate of the pre-training"})
@@ -45,7 +45,10 @@ class PretrainStudyConfig:
     neurons: int = field(default=128, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
     gfs_batch: int = field(default=2048, metadata={"help": "examples GFS selects on (from the subset)"})
     step: str = field(default="1/k", metadata={"help": "GFS step: 1/k or line", "choices": ["1/k", "line"]})
-    tol: float = field(default=0.1, metadata={"help": "T*: pruned train loss <= dense final train loss + tol"})
+    rule: str = field(default="plateau", metadata={
+        "help": "T*(m): first t with pruned train loss <= (plateau: the lowest pruned loss over t for this m; "
+                "dense: the dense loss at the last t) + tol", "choices": ["plateau", "dense"]})
+    tol: float = field(default=0.05, metadata={"help": "T* tolerance on the training loss"})
     seed: int = field(default=0, metadata={"help": "seed of the subsets, the init and the data order"})
 
 
@@ -107,8 +110,10 @@ def pretrain(cfg: PretrainStudyConfig, data: DataSplits, m: int, out: Path, devi
                      {"kind": "weights", "iteration": 0})
     tc = TrainConfig(optimizer="sgd", lr=cfg.lr, batch_size=min(cfg.batch_size, m), budget=f"{max(its)}it",
                      eval_every=f"{max(max(its), 1)}it", seed=cfg.seed)
-    train(model, sub, tc, out=folder / "run", callbacks=[_Checkpoints(set(its), folder)], device=device,
-          progress=False, extra_hash={"study": to_dict(cfg), "m": m})
+    # constant-lr SGD with a seeded data order: the checkpoint at t does not depend on the budget,
+    # so a longer grid only trains further (in its own run folder)
+    train(model, sub, tc, out=folder / f"run{max(its)}", callbacks=[_Checkpoints(set(its), folder)], device=device,
+          progress=False, extra_hash={"study": cells_key(cfg), "m": m})
     return folder
 
 
@@ -137,12 +142,21 @@ def cell(cfg: PretrainStudyConfig, data: DataSplits, m: int, t: int, out: Path, 
     return res
 
 
-def threshold(cells: list[dict], m: int, tol: float) -> int | None:
-    """T*(m): first t whose pruned train loss is within ``tol`` of the dense loss at the last t."""
+def threshold(cells: list[dict], m: int, tol: float, rule: str = "plateau") -> int | None:
+    """T*(m): the first t whose pruned train loss is within ``tol`` of a reference: the dense loss
+    at the last t (``dense``), or the lowest pruned loss reached at any t (``plateau``: "enough"
+    pre-training is where more of it stops helping the subnetwork; the theorem's pruned loss
+    decays to an O(1/n) floor that a fixed budget n cannot beat, so the dense reference is out
+    of reach for large m at small budgets)."""
     rows = sorted((c for c in cells if c["m"] == m), key=lambda c: c["t"])
     if not rows:
         return None
-    target = rows[-1]["dense_train_loss"] + tol
+    if rule == "dense":
+        target = rows[-1]["dense_train_loss"] + tol
+    elif rule == "plateau":
+        target = min(c["pruned_train_loss"] for c in rows) + tol
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}; use plateau or dense")
     return next((c["t"] for c in rows if c["pruned_train_loss"] <= target), None)
 
 
@@ -195,12 +209,33 @@ def threshold_bound(m: int, lam0: float, eta: float, c: float = 2.0, scale: floa
             "constants": "c and scale are placeholders: the theorem's constants were not available"}
 
 
+def cells_key(cfg: PretrainStudyConfig) -> str:
+    """Folder name: a hash of what a cell's numbers depend on. The grid (sizes, iterations) and the
+    threshold rule are left out, so extending the grid or changing the rule reuses every cell."""
+    d = to_dict(cfg)
+    for k in ("sizes", "iterations", "rule", "tol"):
+        d.pop(k)
+    return run_hash(d)
+
+
+def _size_job(cfg: PretrainStudyConfig, data_name: str, m: int, out: Path, threads: int) -> list[dict]:
+    """One subset size, in a worker process: pre-train, then every cell (each written once)."""
+    from . import data as data_mod
+
+    torch.set_num_threads(threads)
+    data = data_mod.load(data_name)
+    pretrain(cfg, data, m, out)
+    return [cell(cfg, data, m, t, out) for t in parse_ints(cfg.iterations)]
+
+
 def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str | Path = "runs/study",
-              device=None, plots_dir: str | Path | None = None, log=print) -> dict:
+              device=None, plots_dir: str | Path | None = None, log=print, workers: int = 1) -> dict:
+    """Run (or resume) the study; ``workers`` > 1 runs subset sizes in that many processes, each on
+    one thread (the data set is reloaded by name there, so only named data sets qualify)."""
     from . import plots
 
     cfg = cfg or PretrainStudyConfig()
-    out = Path(out) / run_hash(cfg)
+    out = Path(out) / cells_key(cfg)
     sizes, its = parse_ints(cfg.sizes), parse_ints(cfg.iterations)
     if max(sizes) > len(data.train):
         raise ValueError(f"largest subset {max(sizes)} exceeds the {len(data.train)} training examples")
@@ -209,13 +244,27 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
     write_json(out / "config.json", to_dict(cfg))
     t0 = time.perf_counter()
     cells = []
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        # largest subsets first: they take longest, so the pool ends evenly
+        order = sorted(sizes, reverse=True)
+        with ProcessPoolExecutor(workers) as pool:
+            done = dict(zip(order, pool.map(_size_job, [cfg] * len(order), [data.name] * len(order), order,
+                                            [out] * len(order), [1] * len(order))))
+        for m in sizes:
+            cells.extend(done[m])
+    else:
+        for m in sizes:
+            pretrain(cfg, data, m, out, device)
+            for t in its:
+                cells.append(cell(cfg, data, m, t, out, device))
     for m in sizes:
-        pretrain(cfg, data, m, out, device)
-        for t in its:
-            cells.append(cell(cfg, data, m, t, out, device))
         log(f"m={m}: pruned train loss " + " ".join(f"t{c['t']}={c['pruned_train_loss']:.3f}" for c in cells
                                                      if c["m"] == m))
-    ts = {m: threshold(cells, m, cfg.tol) for m in sizes}
+    ts = {m: threshold(cells, m, cfg.tol, cfg.rule) for m in sizes}
+    other = "dense" if cfg.rule == "plateau" else "plateau"
+    ts_other = {m: threshold(cells, m, cfg.tol, other) for m in sizes}
     found = [(m, t) for m, t in ts.items() if t is not None]
     fit = fit_log([m for m, _ in found], [t for _, t in found])
     bound = []
@@ -229,6 +278,7 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
         for b in bound:
             b["T_star_scaled"] = b["T_star"] * k
     res = {"config": to_dict(cfg), "cells": cells, "T_star": {str(m): t for m, t in ts.items()}, "fit": fit,
+           f"T_star_rule_{other}": {str(m): t for m, t in ts_other.items()},
            "bound": bound, "wall_time_s": time.perf_counter() - t0, "out": str(out)}
     write_json(out / "study.json", res)
     pdir = Path(plots_dir) if plots_dir else out

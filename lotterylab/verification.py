@@ -106,10 +106,40 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     return out
 
 
-def _as_float64(m: nn.Module, device) -> nn.Module:
+class _SparseLinear(nn.Module):
+    """A pruned Linear layer as a CSR matrix: a ticket keeps a few % of a very wide source, and a
+    dense float64 product over it would cost 20-50x the work (and memory) of the kept entries."""
+
+    def __init__(self, lin: nn.Linear, device):
+        super().__init__()
+        import warnings
+
+        with warnings.catch_warnings():  # CSR is "beta" in torch; the matmul used here is stable
+            warnings.simplefilter("ignore")
+            self.W = lin.weight.detach().to(device=device, dtype=torch.float64).to_sparse_csr()
+        self.b = (lin.bias.detach().to(device=device, dtype=torch.float64) if lin.bias is not None else
+                  torch.zeros(lin.out_features, dtype=torch.float64, device=device))
+
+    def forward(self, x):
+        return (self.W @ x.reshape(x.shape[0], -1).T).T + self.b
+
+
+def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
+    """float64 copy for exact comparisons; Linear layers with density < ``sparse_below`` become CSR."""
     import copy
 
-    m = copy.deepcopy(m).to(device=device, dtype=torch.float64)
+    sparse = {}
+    for name, mod in m.named_modules():
+        if isinstance(mod, nn.Linear) and float((mod.weight != 0).float().mean()) < sparse_below:
+            sparse[name] = _SparseLinear(mod, device)
+    if sparse:  # build the copy without duplicating the dense weights of the sparse layers
+        m = copy.deepcopy(m)
+        for name, new in sparse.items():
+            parent, _, leaf = name.rpartition(".")
+            setattr(m.get_submodule(parent) if parent else m, leaf, new)
+    else:
+        m = copy.deepcopy(m)
+    m = m.to(device=device, dtype=torch.float64)
     m.eval()
     for p in m.parameters():
         p.requires_grad_(False)

@@ -60,6 +60,7 @@ def test_construct_from_a_state_dict(tmp_path, capsys):
     res = json.loads((out / "result.json").read_text())
     assert res["report"]["certificate"] <= 0.02 and res["report"]["verify"]["sup_error"] <= 0.02
     assert "certificate" in capsys.readouterr().out
+    assert (out / "construction.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["info", str(out / "ticket.safetensors")]) == 0
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(out)]) == 2

@@ -259,3 +259,13 @@ def test_plots_write_png(tmp_path):
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     p = plots.mask_distance_matrix(torch.rand(4, 4), tmp_path / "eb.png", labels=list("abcd"))
     assert p.stat().st_size > 1000
+
+
+def test_edge_popup_on_a_conv_model_writes_a_reproducible_ticket(tiny_data, tmp_path):
+    ticket, result = edge_popup("conv2", tiny_data, EdgePopupConfig(density=0.5, weight_init="kaiming_normal"),
+                                TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=30, budget="20it",
+                                            eval_every="20it"), out=tmp_path, progress=False)
+    assert set(ticket.masks) == {"features.0.weight", "features.2.weight", "classifier.1.weight",
+                                 "classifier.3.weight", "classifier.5.weight"}
+    loaded = load_ticket(tmp_path / "ticket.safetensors")
+    assert evaluate(loaded.network(), tiny_data.test)["accuracy"] == pytest.approx(result["final"]["test_accuracy"])

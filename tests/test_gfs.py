@@ -64,7 +64,8 @@ def test_smaller_network_equals_the_selection_output(trained):
         small = shrink(seq, sel)
         assert small[1].out_features == len(sel.selected) <= 10  # physically smaller
         # the loss the selection recorded is the loss of the smaller network
-        assert float(F.cross_entropy(small(x), y)) == pytest.approx(sel.losses[-1], rel=1e-4)
+        with torch.no_grad():
+            assert float(F.cross_entropy(small(x), y)) == pytest.approx(sel.losses[-1], rel=1e-4)
 
 
 def test_gfs_prunes_every_hidden_layer_and_beats_random(trained):
@@ -83,7 +84,8 @@ def test_gfs_prunes_every_hidden_layer_and_beats_random(trained):
 def test_study_is_resumable_and_finds_thresholds(tmp_path):
     from conftest import tiny_data
     data = tiny_data.__wrapped__()
-    cfg = PretrainStudyConfig(sizes="100,300", iterations="0,20,80", width=32, neurons=8, gfs_batch=200, tol=5.0)
+    cfg = PretrainStudyConfig(sizes="100,300", iterations="0,20,80", width=32, neurons=8, gfs_batch=200, tol=5.0,
+                              rule="dense")
     res = run_study(data, cfg, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
     assert len(res["cells"]) == 6 and res["T_star"] == {"100": 0, "300": 0}  # tol 5: everything qualifies
     assert (tmp_path / "img" / "pretraining_heatmap.png").exists()
@@ -92,6 +94,10 @@ def test_study_is_resumable_and_finds_thresholds(tmp_path):
     res2 = run_study(data, cfg, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
     assert cell_files[0].stat().st_mtime_ns == stamp  # finished cells are not recomputed
     assert res2["cells"] == res["cells"]
+    longer = PretrainStudyConfig(**{**vars(cfg), "iterations": "0,20,80,120", "rule": "plateau"})
+    res3 = run_study(data, longer, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
+    assert cell_files[0].stat().st_mtime_ns == stamp  # a longer grid reuses every finished cell
+    assert len(res3["cells"]) == 8 and res3["cells"][:3] == res["cells"][:3]
     small = subset(data, 100, 0)
     big = subset(data, 300, 0)
     assert torch.equal(small.train.x, big.train.x[:100])  # nested subsets
@@ -100,7 +106,10 @@ def test_study_is_resumable_and_finds_thresholds(tmp_path):
 def test_threshold_fit_and_bound():
     cells = [{"m": m, "t": t, "dense_train_loss": 0.0, "pruned_train_loss": 1.0 if t < m // 10 else 0.05}
              for m in (100, 1000) for t in (0, 5, 10, 50, 100, 500)]
-    assert threshold(cells, 100, 0.1) == 10 and threshold(cells, 1000, 0.1) == 100
+    assert threshold(cells, 100, 0.1, "dense") == 10 and threshold(cells, 1000, 0.1, "dense") == 100
+    assert threshold(cells, 100, 0.01, "plateau") == 10 and threshold(cells, 1000, 0.01, "plateau") == 100
+    with pytest.raises(ValueError):
+        threshold(cells, 100, 0.1, "other")
     fit = fit_log([100, 1000, 10000], [10.0, 20.0, 30.0])
     assert fit["slope"] == pytest.approx(10 / math.log(10)) and fit["r2"] == pytest.approx(1.0)
     b = threshold_bound(1000, 0.1, 0.05)
