@@ -209,8 +209,10 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     eval_every = max(parse_steps(cfg.eval_every, per_epoch), 1)
     if not 0 <= start_iteration <= total:
         raise ValueError(f"start_iteration {start_iteration} is outside the budget of {total} iterations")
-    config_hash = run_hash(cfg, extra_hash or {}, {"mask": mask.fingerprint() if mask is not None else None},
-                           {"start_iteration": start_iteration} if start_iteration else {})
+    parts = [cfg, extra_hash or {}, {"mask": mask.fingerprint() if mask is not None else None}]
+    if start_iteration:  # only then: runs from before this option keep their hash (and resume)
+        parts.append({"start_iteration": start_iteration})
+    config_hash = run_hash(*parts)
 
     out = Path(out) if out is not None else None
     if out is not None and (out / RESULT).exists():

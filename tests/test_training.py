@@ -170,3 +170,17 @@ def test_hard_kill_then_resume(tiny_data, tmp_path):
     for a, b in zip(resumed.parameters(), ref.parameters()):
         assert torch.equal(a, b)
     assert os.path.exists(tmp_path / "run" / "result.json")
+
+
+def test_run_hash_is_stable_so_old_run_folders_resume(tiny_data):
+    """A run's folder is matched by its hash: adding an option must not change the hash of runs
+    that do not use it (or every cached run would refuse to resume)."""
+    from lotterylab.hparams import run_hash
+    from lotterylab.training import TrainConfig, train
+
+    cfg = TrainConfig(budget="2it", batch_size=30)
+    model = models.create("mlp", input_shape=(1, 8, 8), widths=(8,), seed=0)
+    res = train(model, tiny_data, cfg, progress=False)
+    assert res["config_hash"] == run_hash(cfg, {}, {"mask": None})
+    res = train(model, tiny_data, cfg, progress=False, start_iteration=1)
+    assert res["config_hash"] != run_hash(cfg, {}, {"mask": None})
