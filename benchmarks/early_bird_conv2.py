@@ -4,9 +4,9 @@ from BN scaling factors (L1 penalty 1e-4), 50 % of channels kept, a check every 
 gives the dense accuracy and the draw point), then the drawn ticket retrained from the original
 initialisation with the same schedule (SGD 0.05, momentum 0.9, weight decay 1e-4, cosine).
 
-    python benchmarks/early_bird_conv2.py [--epochs 4] [--workers 1]
+    python benchmarks/early_bird_conv2.py [--epochs 3] [--scope global|layerwise]
 
-Writes benchmarks/results/early_bird_conv2.json and docs/img/early_bird_distance.png.
+Writes benchmarks/results/early_bird_conv2_<scope>.json and docs/img/early_bird_distance_<scope>.png.
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ def main() -> None:
     from lotterylab.training import TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--density", type=float, default=0.5, help="fraction of channels kept")
+    ap.add_argument("--scope", default="global", choices=["global", "layerwise"],
+                    help="channel ranking: global (network slimming) or per layer")
     ap.add_argument("--out", default=str(ROOT / "runs/bench/early_bird_conv2"))
     ns = ap.parse_args()
     torch.set_num_threads(1)
-    out = Path(ns.out)
+    out = Path(ns.out) / ns.scope
     t0 = time.perf_counter()
     splits = data.load("fashion-mnist")
     per_epoch = len(splits.train) // 128
@@ -47,7 +49,7 @@ def main() -> None:
 
     model = fresh()
     eb = EarlyBird(model, density=ns.density, kind="channel", window=5, threshold=0.1, l1=1e-4, stop=False,
-                   every=max(1, per_epoch // 10))
+                   every=max(1, per_epoch // 10), scope=ns.scope)
     search_dir = out / "dense_with_detector"
     if (search_dir / "result.json").exists():  # the detector's state is not checkpointed: rerun from scratch
         import shutil
@@ -60,15 +62,15 @@ def main() -> None:
     ticket = train(fresh(), splits, cfg, mask=mask, out=out / "ticket_retrain", progress=False,
                    extra_hash={"bench": "eb", "mask": mask.fingerprint()})
     channels = {n: int(m.sum()) for n, m in eb.selection().items()}
-    res = {"benchmark": "early_bird_conv2", "epochs": ns.epochs, "iterations": dense["iterations"],
+    res = {"benchmark": "early_bird_conv2", "epochs": ns.epochs, "scope": ns.scope, "iterations": dense["iterations"],
            "drawn_iteration": eb.drawn["iteration"], "drawn_fraction_of_budget": eb.drawn["fraction_of_budget"],
            "drawn_epoch": eb.drawn["epoch"], "channels_kept": channels, "weight_density_of_masked": mask.density,
            "dense_test_accuracy": dense["final"]["test_accuracy"],
            "ticket_test_accuracy": ticket["final"]["test_accuracy"],
            "checks": eb.checks, "wall_time_s": time.perf_counter() - t0, "threads": 1}
     res["gap_points"] = 100 * (res["dense_test_accuracy"] - res["ticket_test_accuracy"])
-    write_json(ROOT / "benchmarks/results/early_bird_conv2.json", res)
-    plots.mask_distance_matrix(eb.distance_matrix(), ROOT / "docs/img/early_bird_distance.png",
+    write_json(ROOT / f"benchmarks/results/early_bird_conv2_{ns.scope}.json", res)
+    plots.mask_distance_matrix(eb.distance_matrix(), ROOT / f"docs/img/early_bird_distance_{ns.scope}.png",
                                labels=[f"{c['epoch']:.1f}" for c in eb.checks],
                                title="Conv-2+BN, Fashion-MNIST: channel-mask distance between checks")
     print(f"drawn at iteration {res['drawn_iteration']} of {res['iterations']} "

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lotterylab import load_ticket, models, plots
 from lotterylab.find.early_bird import EarlyBird, channel_mask, hamming
@@ -237,6 +239,8 @@ def test_early_bird_draws_a_ticket_and_masks_channels(tiny_data):
     assert torch.equal(w.flatten(1).all(1), w.flatten(1).any(1))  # whole filters, nothing partial
     d = eb.distance_matrix()
     assert torch.equal(d, d.T) and (d.diagonal() == 0).all()
+    per_layer = EarlyBird(model, density=0.25, kind="channel", scope="layerwise").selection()
+    assert [int(k.sum()) for k in per_layer.values()] == [16, 16]  # a quarter of each layer
     with pytest.raises(ValueError, match="no BatchNorm"):
         EarlyBird(mlp(), kind="channel")
 
@@ -269,3 +273,19 @@ def test_edge_popup_on_a_conv_model_writes_a_reproducible_ticket(tiny_data, tmp_
                                  "classifier.3.weight", "classifier.5.weight"}
     loaded = load_ticket(tmp_path / "ticket.safetensors")
     assert evaluate(loaded.network(), tiny_data.test)["accuracy"] == pytest.approx(result["final"]["test_accuracy"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4), density=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**16), scope=st.sampled_from(["global", "layerwise"]))
+def test_mask_from_scores_against_sorting(sizes, density, seed, scope):
+    g = torch.Generator().manual_seed(seed)
+    scores = {f"l{i}": torch.randint(0, 5, (n,), generator=g).float() for i, n in enumerate(sizes)}  # many ties
+    mask = mask_from_scores(scores, density, scope)
+    groups = [list(scores)] if scope == "global" else [[n] for n in scores]
+    for names in groups:
+        s = torch.cat([scores[n] for n in names])
+        m = torch.cat([mask[n] for n in names])
+        assert int(m.sum()) == round(density * s.numel())
+        if m.any() and (~m).any():
+            assert s[m].min() >= s[~m].max()  # nothing kept scores below anything pruned

@@ -41,11 +41,12 @@ def bn_channels(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-def channel_keep(model: nn.Module, density: float, pairs) -> dict[str, torch.Tensor]:
-    """Per-BN bool vector: channels whose |gamma| is among the top ``density`` of all channels."""
+def channel_keep(model: nn.Module, density: float, pairs, scope: str = "global") -> dict[str, torch.Tensor]:
+    """Per-BN bool vector: channels whose |gamma| is among the top ``density`` of all channels
+    (``global``, network slimming's rule) or of each layer's channels (``layerwise``)."""
     mods = dict(model.named_modules())
     scores = {bn: mods[bn].weight.detach().abs() for _, bn in pairs}
-    return dict(mask_from_scores(scores, density, "global"))
+    return dict(mask_from_scores(scores, density, scope))
 
 
 def channel_mask(model: nn.Module, keep: dict[str, torch.Tensor], pairs) -> Mask:
@@ -75,7 +76,8 @@ def hamming(a, b) -> float:
 
 class EarlyBird(Callback):
     def __init__(self, model: nn.Module, density: float = 0.5, kind: str = "channel", window: int = 5,
-                 threshold: float = 0.1, l1: float = 1e-4, stop: bool = True, names=None, every: int = 0):
+                 threshold: float = 0.1, l1: float = 1e-4, stop: bool = True, names=None, every: int = 0,
+                 scope: str = "global"):
         if kind not in ("channel", "magnitude"):
             raise ValueError(f"unknown early-bird mask kind {kind!r}; use channel or magnitude")
         if not 0.0 < density < 1.0:
@@ -85,6 +87,9 @@ class EarlyBird(Callback):
         self.model, self.density, self.kind = model, density, kind
         self.window, self.threshold, self.l1, self.stop = window, threshold, l1, stop
         self.every = every  # check every this many iterations; 0: at every evaluation of the loop
+        if scope not in ("global", "layerwise"):
+            raise ValueError(f"unknown scope {scope!r}; use global or layerwise")
+        self.scope = scope  # global ranking can empty a layer (seen on Conv-2): layerwise keeps each
         self.pairs = bn_channels(model) if kind == "channel" else None
         self.names = prunable(model, names) if kind == "magnitude" else None
         mods = dict(model.named_modules())
@@ -101,9 +106,9 @@ class EarlyBird(Callback):
 
     def selection(self):
         if self.kind == "channel":
-            return channel_keep(self.model, self.density, self.pairs)
+            return channel_keep(self.model, self.density, self.pairs, self.scope)
         params = dict(self.model.named_parameters())
-        return dict(mask_from_scores({n: params[n].detach().abs() for n in self.names}, self.density, "global"))
+        return dict(mask_from_scores({n: params[n].detach().abs() for n in self.names}, self.density, self.scope))
 
     def mask(self) -> Mask:
         """The parameter mask of the current weights (channel masks expanded to filters)."""

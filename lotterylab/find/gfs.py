@@ -131,17 +131,13 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
     current = math.inf
     max_steps = max(budget, math.ceil(cfg.steps_per_neuron * budget))
     for step in range(1, max_steps + 1):
-        if len(chosen) < budget:
-            cand = torch.arange(n_neurons, device=H.device)
-            if cfg.pool and cfg.pool < n_neurons:
-                keys = rng.uniform(cfg.seed, rng.stream_id(f"gfs.pool.{k}"), (n_neurons,), 0.0, 1.0, H.device,
-                                   offset=step * n_neurons)
-                pool = torch.sort(keys, stable=True).indices[:cfg.pool]
-                # chosen neurons stay candidates so re-weighting is always possible
-                cand = torch.unique(torch.cat([pool, torch.tensor(sorted(chosen), dtype=torch.long,
-                                                                   device=H.device)]))
-        else:
-            cand = torch.tensor(sorted(chosen), dtype=torch.long, device=H.device)
+        # candidates: every neuron, or (budget reached) the chosen ones; ``pool`` samples from those
+        cand = (torch.arange(n_neurons, device=H.device) if len(chosen) < budget else
+                torch.tensor(sorted(chosen), dtype=torch.long, device=H.device))
+        if cfg.pool and cfg.pool < len(cand):
+            keys = rng.uniform(cfg.seed, rng.stream_id(f"gfs.pool.{k}"), (len(cand),), 0.0, 1.0, H.device,
+                               offset=step * n_neurons)
+            cand = cand[torch.sort(keys, stable=True).indices[:cfg.pool]]
         # step sizes tried: 1/k, or (line search) a grid in (0, 1]; the first pick always takes 1
         gammas = [1.0 / step] if cfg.step == "1/k" or step == 1 else sorted({1.0 / step, *(2.0 ** -j for j in range(8))})
         best_loss, best_r, best_g = math.inf, -1, 0.0
