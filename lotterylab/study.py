@@ -44,6 +44,7 @@ class PretrainStudyConfig:
     batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
     neurons: int = field(default=128, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
     gfs_batch: int = field(default=2048, metadata={"help": "examples GFS selects on (from the subset)"})
+    pool: int = field(default=128, metadata={"help": "GFS random candidate pool per pick (0: all neurons)"})
     step: str = field(default="1/k", metadata={"help": "GFS step: 1/k or line", "choices": ["1/k", "line"]})
     rule: str = field(default="plateau", metadata={
         "help": "T*(m): first t whose pruned train loss is <= (plateau) its lowest value + tol x its total drop "
@@ -127,7 +128,8 @@ def cell(cfg: PretrainStudyConfig, data: DataSplits, m: int, t: int, out: Path, 
     tensors, _ = load_tensors(out / f"m{m}" / f"it{t}.safetensors", kind="weights")
     model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in tensors.items()})
     t0 = time.perf_counter()
-    small, rec = gfs(model, sub, GFSConfig(neurons=cfg.neurons, batch=cfg.gfs_batch, step=cfg.step, seed=cfg.seed))
+    small, rec = gfs(model, sub, GFSConfig(neurons=cfg.neurons, batch=cfg.gfs_batch, step=cfg.step, seed=cfg.seed,
+                                           pool=cfg.pool))
     dt = time.perf_counter() - t0
     dense_train, dense_train_acc = _loss_acc(model, sub.train)
     dense_test, dense_test_acc = _loss_acc(model, data.test)

@@ -200,6 +200,8 @@ def test_imp_controls(tiny_data, tmp_path):
         assert [r["round"] for r in c["rounds"]] == [1, 2]
         for row, r in zip(c["rounds"], (1, 2)):
             assert row["layer_density"] == pytest.approx(run.mask(r).layer_density())
+    with pytest.raises(ValueError, match="use init, lr, finetune"):
+        IMP(mlp(), tiny_data, TrainConfig(budget="30it", **FAST), IMPConfig(rewind="halfway"), out=tmp_path / "x")
     with pytest.raises(ValueError, match="other settings"):
         IMP(mlp(), tiny_data, TrainConfig(budget="31it", **FAST), IMPConfig(rounds=2), out=tmp_path).run()
 

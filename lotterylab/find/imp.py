@@ -115,7 +115,10 @@ class IMP:
         per_epoch = len(data.train) // self.train_cfg.batch_size
         self.total = parse_steps(self.train_cfg.budget, per_epoch)
         r = self.cfg.rewind
-        self.rewind_it = 0 if r in ("init", "lr", "finetune") else parse_steps(r, per_epoch)
+        try:
+            self.rewind_it = 0 if r in ("init", "lr", "finetune") else parse_steps(r, per_epoch)
+        except ValueError:
+            raise ValueError(f"rewind {r!r}: use init, lr, finetune or an iteration like 1000it / 2ep") from None
         if self.rewind_it > self.total:
             raise ValueError(f"rewind point {r} lies beyond the training budget {self.train_cfg.budget}")
         self.identity = {"arch": getattr(model, "lotterylab_arch", None), "data": data.describe(),
