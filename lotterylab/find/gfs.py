@@ -251,10 +251,8 @@ def neuron_baseline(model: nn.Module, kind: str, fraction: float, seed: int = 0)
         else:
             raise ValueError(f"unknown neuron pruning {kind!r}; use magnitude or random")
         keep = torch.sort(torch.sort(score, descending=True, stable=True).indices[:budget]).values.tolist()
-        sel = LayerSelection(k, n, keep, [], [], math.nan)
-        seq = shrink(seq, sel)
-        with torch.no_grad():  # shrink scales by N * count / |S| = N / budget; undo: plain removal
-            seq[lin_idx[k + 1]].weight.mul_(budget / n)
+        # mixing weight 1/N each: the next layer's columns are kept as they are (plain removal)
+        seq = shrink(seq, LayerSelection(k, n, keep, [], [], math.nan, weights={r: 1.0 / n for r in keep}))
     return seq
 
 
