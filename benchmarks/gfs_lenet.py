@@ -51,11 +51,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.5, 0.25])
     ap.add_argument("--batch", type=int, default=1024, help="GFS selection examples")
-    ap.add_argument("--steps", nargs="+", default=["1/k"], help="1/k and/or line (line: ~9x the picks cost)")
+    ap.add_argument("--steps", nargs="+", default=["1/k"], help="1/k, line (~9x the picks cost) and/or add")
     ap.add_argument("--pool", type=int, default=0, help="random candidate pool per pick (0: all neurons)")
     ap.add_argument("--steps-per-neuron", type=float, default=2.0)
     ap.add_argument("--finetune", default="1ep", help="fine-tuning after each GFS layer (Adam 1.2e-3, batch 60)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ft-schedule", default="constant", choices=["constant", "cosine"],
+                    help="learning-rate schedule of every fine-tuning (GFS and baselines alike)")
+    ap.add_argument("--out", default="benchmarks/results/gfs_lenet.json")
     ns = ap.parse_args()
     torch.set_num_threads(ns.threads)
     splits = data.load("mnist")
@@ -73,8 +76,10 @@ def main() -> None:
         for step in ns.steps:
             for ft in ("0it", ns.finetune):
                 t0 = time.perf_counter()
+                ft_cfg = None if ft == "0it" else TrainConfig(budget=ft, schedule=ns.ft_schedule)
                 small, rec = gfs(model, splits, GFSConfig(fraction=frac, batch=ns.batch, step=step, finetune=ft,
-                                                          pool=ns.pool, steps_per_neuron=ns.steps_per_neuron))
+                                                          pool=ns.pool, steps_per_neuron=ns.steps_per_neuron),
+                                 finetune_cfg=ft_cfg)
                 key = f"gfs_{step}" + ("_finetuned" if ft != "0it" else "")
                 t_dense, t_small = interleaved_speed(model, small.eval(), x)
                 row[key] = {"test_accuracy": evaluate(small, splits.test)["accuracy"], "widths": rec["widths"],
@@ -86,15 +91,16 @@ def main() -> None:
             net = neuron_baseline(model, kind, frac)
             row[kind] = {"test_accuracy": evaluate(net, splits.test)["accuracy"]}
             tuned = copy.deepcopy(net).train()
-            train(tuned, splits, TrainConfig(budget=ft_twice), progress=False)
+            train(tuned, splits, TrainConfig(budget=ft_twice, schedule=ns.ft_schedule), progress=False)
             row[kind + "_finetuned"] = {"test_accuracy": evaluate(tuned.eval(), splits.test)["accuracy"]}
             print(f"  {frac:.2f} {kind}: {100 * row[kind]['test_accuracy']:.2f}%, fine-tuned "
                   f"{100 * row[kind + '_finetuned']['test_accuracy']:.2f}%", flush=True)
         rows.append(row)
-    write_json(ROOT / "benchmarks/results/gfs_lenet.json",
+    write_json(ROOT / ns.out,
                {"benchmark": "gfs_lenet", "dense_test_accuracy": dense, "pool": ns.pool,
                 "steps_per_neuron": ns.steps_per_neuron, "forward_batch": len(x), "threads": ns.threads,
                 "selection_batch": ns.batch, "finetune_per_layer": ns.finetune, "finetune_baselines": ft_twice,
+                "finetune_schedule": ns.ft_schedule,
                 "rows": rows})
 
 

@@ -38,7 +38,7 @@ from torch import nn
 from . import activations as acts_mod
 from . import rng, subsetsum
 from .masks import Mask
-from .target import TargetMLP, read_mlp
+from .target import TargetMLP, UnsupportedTarget, read_mlp, read_net
 from .tickets import Ticket
 
 MODES = ("L+1", "2L")
@@ -57,10 +57,14 @@ class _Layer:
     w_scale: float
     b_scale: float
     act: str | None
-    W: torch.Tensor
+    W: torch.Tensor   # [rows, cols, taps]: taps = kernel positions (1 for a Linear on a vector)
     b: torch.Tensor
     mW: torch.Tensor
     mb: torch.Tensor
+    prefix: str = "linears"
+    geo: dict | None = None    # convolutional sources: {"op": "conv"|"linear", kernel, stride, padding}
+    post: list = field(default_factory=list)  # parameter-free ops after the activation (pooling)
+    centre: int = 0            # the tap that carries biases: inside the image at every output position
     # roles of rows
     unit_rows: dict = field(default_factory=dict)   # univariate layer: input unit -> rows copying it
     copy_rows: dict = field(default_factory=dict)   # copy / assembling layer: target neuron -> rows
@@ -68,23 +72,29 @@ class _Layer:
 
     @property
     def name(self) -> str:
-        return f"linears.{self.index}"
+        return f"{self.prefix}.{self.index}"
+
+    @property
+    def T(self) -> int:
+        return self.W.shape[2]
 
 
 class _Source:
     """Layers drawn from (seed, layer name) with grid addressing, growable by rows and columns."""
 
-    def __init__(self, seed: int, device):
-        self.seed, self.device = seed, device
+    def __init__(self, seed: int, device, prefix: str = "linears"):
+        self.seed, self.device, self.prefix = seed, device, prefix
         self.layers: list[_Layer] = []
         self.grown = 0  # neurons added because an instance failed
 
-    def add_layer(self, rows: int, cols: int, w_scale: float, b_scale: float, act: str | None) -> _Layer:
+    def add_layer(self, rows: int, cols: int, w_scale: float, b_scale: float, act: str | None, taps: int = 1,
+                  geo: dict | None = None, post: list | None = None, centre: int = 0) -> _Layer:
         k = len(self.layers)
         L = _Layer(k, float(w_scale), float(b_scale), act,
-                   W=torch.empty(0, cols, device=self.device), b=torch.empty(0, device=self.device),
-                   mW=torch.zeros(0, cols, dtype=torch.bool, device=self.device),
-                   mb=torch.zeros(0, dtype=torch.bool, device=self.device))
+                   W=torch.empty(0, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
+                   mW=torch.zeros(0, cols, taps, dtype=torch.bool, device=self.device),
+                   mb=torch.zeros(0, dtype=torch.bool, device=self.device), prefix=self.prefix, geo=geo,
+                   post=list(post or []), centre=centre)
         self.layers.append(L)
         self.add_rows(L, rows)
         return L
@@ -93,20 +103,23 @@ class _Source:
         r0 = L.W.shape[0]
         if n <= 0:
             return []
-        w = rng.uniform_grid(self.seed, rng.stream_id(L.name + ".weight"), (n, L.W.shape[1]), -L.w_scale, L.w_scale,
-                             self.device, row_offset=r0)
+        # grid addressing: entry (row, col, tap) at (row, col * taps + tap), the layout of a conv weight
+        T = L.T
+        w = rng.uniform_grid(self.seed, rng.stream_id(L.name + ".weight"), (n, L.W.shape[1] * T), -L.w_scale,
+                             L.w_scale, self.device, row_offset=r0).view(n, -1, T)
         b = rng.uniform(self.seed, rng.stream_id(L.name + ".bias"), (n,), -L.b_scale, L.b_scale, self.device, offset=r0)
         L.W = torch.cat([L.W, w])
         L.b = torch.cat([L.b, b])
-        L.mW = torch.cat([L.mW, torch.zeros(n, L.W.shape[1], dtype=torch.bool, device=self.device)])
+        L.mW = torch.cat([L.mW, torch.zeros(n, L.W.shape[1], T, dtype=torch.bool, device=self.device)])
         L.mb = torch.cat([L.mb, torch.zeros(n, dtype=torch.bool, device=self.device)])
         nxt = self.layers[L.index + 1] if L.index + 1 < len(self.layers) else None
         if nxt is not None:  # the layer above gains input columns
-            c0 = nxt.W.shape[1]
-            w2 = rng.uniform_grid(self.seed, rng.stream_id(nxt.name + ".weight"), (nxt.W.shape[0], n), -nxt.w_scale,
-                                  nxt.w_scale, self.device, col_offset=c0)
+            c0, T2 = nxt.W.shape[1], nxt.T
+            w2 = rng.uniform_grid(self.seed, rng.stream_id(nxt.name + ".weight"), (nxt.W.shape[0], n * T2),
+                                  -nxt.w_scale, nxt.w_scale, self.device, col_offset=c0 * T2).view(-1, n, T2)
             nxt.W = torch.cat([nxt.W, w2], dim=1)
-            nxt.mW = torch.cat([nxt.mW, torch.zeros(nxt.W.shape[0], n, dtype=torch.bool, device=self.device)], dim=1)
+            nxt.mW = torch.cat([nxt.mW, torch.zeros(nxt.W.shape[0], n, T2, dtype=torch.bool, device=self.device)],
+                               dim=1)
         return list(range(r0, r0 + n))
 
     def widths(self) -> list[int]:
@@ -126,13 +139,19 @@ class _Cfg:
     objective: str
     s1: float
     max_growth_rounds: int
+    layer_eps: list | None = None  # per target layer (guarantee mode); None: eps_param everywhere
+
+    def eps_for(self, l: int) -> float:
+        return self.layer_eps[l] if self.layer_eps else self.eps_param
 
 
-def _domain_box(domain, n0: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(domain, torch.Tensor) and domain.dim() >= 2 and domain.shape[0] > 2 or (
-            isinstance(domain, torch.Tensor) and domain.dim() >= 2 and domain.reshape(domain.shape[0], -1).shape[1] == n0
-            and domain.shape[0] > 2):
-        flat = domain.reshape(domain.shape[0], -1).double()  # a data sample: bounds per input
+def _domain_box(domain, n0: int, channels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-input bounds (per channel for ``channels``: convolutional targets) of a box or data sample."""
+    if isinstance(domain, torch.Tensor) and domain.dim() >= 2 and domain.shape[0] > 2:
+        if channels and domain.dim() == 4:  # images [N, C, H, W]: bounds per channel
+            flat = domain.transpose(0, 1).reshape(domain.shape[1], -1).T.double()
+        else:
+            flat = domain.reshape(domain.shape[0], -1).double()  # a data sample: bounds per input
         lo, hi = flat.min(0).values, flat.max(0).values
     else:
         try:
@@ -157,8 +176,11 @@ def target_bounds(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> list[torc
     H = [torch.maximum(lo.abs(), hi.abs())]
     zlo, zhi = lo, hi
     for k in range(t.depth - 1):
-        W, b = t.weights[k], t.biases[k]
-        Wp, Wn = W.clamp(min=0), W.clamp(max=0)
+        W, b = t.w3(k), t.biases[k]
+        if t.geometry and max(t.geometry[k]["padding"]) > 0:  # zero padding: 0 is among the inputs
+            zlo, zhi = zlo.clamp(max=0), zhi.clamp(min=0)
+        # per unit (channel) bounds: every tap of the kernel may see any value of its channel
+        Wp, Wn = W.clamp(min=0).sum(2), W.clamp(max=0).sum(2)
         lo2 = Wp @ zlo + Wn @ zhi + b
         hi2 = Wp @ zhi + Wn @ zlo + b
         act = acts_mod.get(t.activations[k])
@@ -169,6 +191,9 @@ def target_bounds(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> list[torc
             inside = (lo2 <= act.minimum[0]) & (hi2 >= act.minimum[0])
             a_lo = torch.where(inside, torch.full_like(a_lo, act.minimum[1]), torch.minimum(a_lo, a_hi))
         zlo, zhi = torch.minimum(a_lo, a_hi), torch.maximum(a_lo, a_hi)
+        for op in (t.geometry[k]["post"] if t.geometry else []):  # max/avg pooling keeps values in the box,
+            if op["op"] == "avgpool2d" and max(op["padding"]) > 0 and op.get("count_include_pad", True):
+                zlo, zhi = zlo.clamp(max=0), zhi.clamp(min=0)  # unless padded zeros are averaged in
         H.append(torch.maximum(zlo.abs(), zhi.abs()))
     return H
 
@@ -190,7 +215,7 @@ class _Constructor:
     def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
         self.lo, self.hi = lo, hi
-        self.src = _Source(seed, device)
+        self.src = _Source(seed, device, prefix="layers" if t.geometry else "linears")
         self.H = target_bounds(t, lo, hi)
         self.psi = self._first_act()
         self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0}
@@ -215,20 +240,25 @@ class _Constructor:
         return res
 
     # -- layers ------------------------------------------------------------------------------------
-    def univariate_layer(self, n_in: int, a_scale: float) -> _Layer:
+    def univariate_layer(self, n_in: int, a_scale: float, spatial: bool = False) -> _Layer:
+        """Copies of each input unit (a 1x1 conv on a feature map) plus constant neurons."""
         rho1, rb = self.cfg.rho_first, self.cfg.rho_b
+        geo = {"op": "conv", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0]} if spatial else {"op": "linear"}
         # biases U[-2, 2] as in the LT-existence code: constants phi(beta) up to ~2 reach larger bias targets
-        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name)
+        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name, geo=geo)
         L.unit_rows = {j: list(range(j * rho1, (j + 1) * rho1)) for j in range(n_in)}
-        L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1)] = True
+        L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1), 0] = True
         L.const_rows = list(range(n_in * rho1, n_in * rho1 + rb))
         return L
 
     def _new_info(self, C: _Layer, n_in: int, tl: int, product: bool):
-        # "neuron": target neuron realised by each row (-1: a constant or unused row)
+        # "neuron": target neuron realised by each row (-1: a constant or unused row); p, q, l1v per (row, unit, tap)
+        T = C.T
         self.info[C.index] = {"tl": tl, "product": product, "neuron": torch.full((0,), -1, dtype=torch.long),
-                              "p": torch.zeros(0, n_in, dtype=torch.float64), "q": torch.zeros(0, n_in, dtype=torch.float64),
-                              "l1v": torch.zeros(0, n_in, dtype=torch.float64), "ok": torch.zeros(0, n_in, dtype=torch.bool),
+                              "p": torch.zeros(0, n_in, T, dtype=torch.float64),
+                              "q": torch.zeros(0, n_in, T, dtype=torch.float64),
+                              "l1v": torch.zeros(0, n_in, T, dtype=torch.float64),
+                              "ok": torch.zeros(0, n_in, dtype=torch.bool),
                               "bias_err": torch.zeros(0, dtype=torch.float64), "bias_ok": torch.zeros(0, dtype=torch.bool)}
 
     def _fit_info(self, C: _Layer):
@@ -236,7 +266,7 @@ class _Constructor:
         R = C.W.shape[0]
         for k in ("p", "q", "l1v", "ok"):
             if inf[k].shape[0] < R:
-                inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], inf[k].shape[1], dtype=inf[k].dtype)])
+                inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], *inf[k].shape[1:], dtype=inf[k].dtype)])
         for k in ("bias_err", "bias_ok", "neuron"):
             if inf[k].shape[0] < R:
                 fill = -1 if k == "neuron" else 0
@@ -248,7 +278,7 @@ class _Constructor:
         n_in = len(P.unit_rows) if product else len(P.copy_rows)
         groups = []
         if product:
-            a_all = P.W.double().cpu()
+            a_all = P.W[..., 0].double().cpu()  # univariate layers have one tap
             alpha = self.psi.slope
             for j in range(n_in):
                 cols = torch.tensor(P.unit_rows[j], dtype=torch.long)
@@ -283,32 +313,37 @@ class _Constructor:
         ``clear``: a re-solve first removes the pair's earlier selection (a first solve has none)."""
         inf = self.info[C.index]
         product = inf["product"]
-        W_t = self.t.weights[inf["tl"]]
+        W_t = self.t.w3(inf["tl"])  # [n_out, n_in, T]
         col, coef, valid, mult = self._tables(P, product)
-        S, n_max = col.shape[1], col.shape[2]
-        eps = self.cfg.eps_param / (1 + self.psi.slope) if (product and self.sign_trick) else self.cfg.eps_param
+        S, n_max, T = col.shape[1], col.shape[2], C.T
+        ep = self.cfg.eps_for(inf["tl"])
+        eps = ep / (1 + self.psi.slope) if (product and self.sign_trick) else ep
         neuron = inf["neuron"][rows]
         ok_all = torch.ones(len(rows), dtype=torch.bool)
-        chunk = max(1, 1_500_000 // (S * n_max))
+        chunk = max(1, 1_500_000 // (S * n_max * T))
+        taps = torch.arange(T)
         for c0 in range(0, len(rows), chunk):
             r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
             cc = col[u]  # [k, S, n_max]
-            vv = valid[u]
-            w = C.W[r.view(-1, 1, 1), cc].double().cpu()
+            vv = valid[u].unsqueeze(3)
+            w = C.W[r.view(-1, 1, 1), cc].double().cpu()  # [k, S, n_max, T]
             w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
-            v = w * coef[u]
-            tgt = W_t[i, u].view(-1, 1) * mult.view(1, -1)  # [k, S]
-            res = self._run(v.reshape(-1, n_max), tgt.reshape(-1), eps)
-            sel = res.mask.reshape(len(r), S, n_max) & vv
-            ok = res.ok.reshape(len(r), S).all(1)
+            v = w * coef[u].unsqueeze(3)
+            tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
+            # one instance per (pair, tap, side): the same candidates at every tap of the kernel
+            res = self._run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps)
+            sel = res.mask.reshape(len(r), T, S, n_max).permute(0, 2, 3, 1) & vv  # [k, S, n_max, T]
+            ok = res.ok.reshape(len(r), T * S).all(1)
             ok_all[c0:c0 + chunk] = ok
             # replace this pair's previous selection (over ALL of the unit's candidates) by the new one
             if clear:
                 all_r, all_c = self._unit_columns(P, product, r, u)
                 C.mW[all_r.to(C.mW.device), all_c.to(C.mW.device)] = False
-            rr = r.view(-1, 1, 1).expand_as(cc)
-            C.mW[rr[sel].to(C.mW.device), cc[sel].to(C.mW.device)] = True
-            sums = (v * sel).sum(2)
+            rr = r.view(-1, 1, 1, 1).expand_as(sel)
+            ci = cc.unsqueeze(3).expand_as(sel)
+            ti = taps.view(1, 1, 1, -1).expand_as(sel)
+            C.mW[rr[sel].to(C.mW.device), ci[sel].to(C.mW.device), ti[sel].to(C.mW.device)] = True
+            sums = (v * sel).sum(2)  # [k, S, T]
             inf["p"][r, u] = sums[:, 0]
             if S == 2:
                 inf["q"][r, u] = sums[:, 1]
@@ -333,10 +368,10 @@ class _Constructor:
         neuron = inf["neuron"][rows]
         targets = self.t.biases[inf["tl"]][neuron].clone()
         if inf["product"] and self.psi.kind == "smooth" and self.psi.phi0 != 0:
-            # phi(0) of every selected copy adds up: move it into the bias target
+            # phi(0) of every selected copy (at every tap) adds up: move it into the bias target
             cols = torch.tensor([c for j in P.unit_rows for c in P.unit_rows[j]], dtype=torch.long)
             Wsel = (C.W[rows][:, cols].double().cpu() * C.mW[rows][:, cols].cpu())
-            targets -= self.psi.phi0 * Wsel.sum(1)
+            targets -= self.psi.phi0 * Wsel.sum((1, 2))
         act = acts_mod.get(P.act) if P.act else acts_mod.get("identity")
         crow = torch.tensor(P.const_rows, dtype=torch.long)
         kappa = act(P.b[crow].double().cpu())
@@ -344,12 +379,13 @@ class _Constructor:
         crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
         if len(crow) == 0:
             raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
-        w = C.W[rows][:, crow].double().cpu()
-        res = self._run(w * kappa, targets, self.cfg.eps_param)
+        tc = C.centre  # constants reach the bias through one tap that is inside the image everywhere
+        w = C.W[rows][:, crow, tc].double().cpu()
+        res = self._run(w * kappa, targets, self.cfg.eps_for(inf["tl"]))
         allc = torch.tensor(P.const_rows, dtype=torch.long)  # clear any earlier choice, then set this one
-        C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1)] = False
+        C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1), tc] = False
         sel = res.mask
-        C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel]] = True
+        C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel], tc] = True
         P.mb[crow[sel.any(0)]] = True  # constants in use keep their bias
         inf["bias_err"][rows] = (res.sum.double() - targets).abs()
         inf["bias_ok"][rows] = res.ok
@@ -362,7 +398,7 @@ class _Constructor:
             new = self.src.add_rows(P, len(units))
             for r, j in zip(new, units):
                 P.unit_rows[j].append(r)
-            P.mW[torch.tensor(new), torch.tensor(units)] = True
+            P.mW[torch.tensor(new), torch.tensor(units), 0] = True
         else:
             new = self.src.add_rows(P, len(units))
             self._fit_info(P)
@@ -410,18 +446,38 @@ class _Constructor:
         self.stats["unresolved"] += int((~okb).sum())
 
     # -- the two layouts -------------------------------------------------------------------------
+    def _geo(self, l: int) -> dict:
+        """Source layer geometry of target layer l: taps, op description, post ops, bias tap."""
+        if not self.t.geometry:
+            return {"taps": 1, "geo": {"op": "linear"}, "post": [], "centre": 0}
+        g = self.t.geometry[l]
+        kh, kw = g["kernel"]
+        if g["kind"] == "conv":
+            ph, pw = g["padding"]
+            op = {"op": "conv", "kernel": [kh, kw], "stride": g["stride"], "padding": [ph, pw]}
+            centre = ph * kw + pw  # tap (ph, pw) reads input (y * stride) at every output y: always inside
+        else:
+            op, centre = {"op": "linear"}, 0
+        post = [o for o in g.get("post", []) if o["op"] != "flatten"]  # the source's Linear flattens its input
+        return {"taps": kh * kw, "geo": op, "post": post, "centre": centre}
+
+    def _spatial_in(self, l: int) -> bool:
+        return bool(self.t.geometry) and len(self.t.geometry[l]["in_shape"]) == 3
+
     def build(self):
         t, cfg = self.t, self.cfg
         L = t.depth
         if cfg.mode == "L+1":
-            prev = self.univariate_layer(t.widths[0], self._a_scale(0))
+            prev = self.univariate_layer(t.widths[0], self._a_scale(0), spatial=self._spatial_in(0))
             for l in range(L):
                 last = l == L - 1
                 n_l = t.widths[l + 1]
                 copies = 1 if last else cfg.rho
                 rows_n = n_l * copies + (0 if last else cfg.rho_b)
+                g = self._geo(l)
                 C = self.src.add_layer(rows_n, prev.W.shape[0], self._w_scale(l, l == 0), 2.0,
-                                       None if last else t.activations[l])
+                                       None if last else t.activations[l], g["taps"], g["geo"], g["post"],
+                                       g["centre"])
                 C.copy_rows = {i: list(range(i * copies, (i + 1) * copies)) for i in range(n_l)}
                 C.const_rows = [] if last else list(range(n_l * copies, rows_n))
                 self._new_info(C, t.widths[l], l, product=l == 0)
@@ -432,9 +488,11 @@ class _Constructor:
         else:  # 2L: per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer
             for l in range(L):
                 last = l == L - 1
-                U = self.univariate_layer(t.widths[l], self._a_scale(l))
+                U = self.univariate_layer(t.widths[l], self._a_scale(l), spatial=self._spatial_in(l))
+                g = self._geo(l)
                 A = self.src.add_layer(t.widths[l + 1], U.W.shape[0], self._w_scale(l, True), 1.0,
-                                       None if last else t.activations[l])
+                                       None if last else t.activations[l], g["taps"], g["geo"], g["post"],
+                                       g["centre"])
                 A.copy_rows = {i: [i] for i in range(t.widths[l + 1])}
                 self._new_info(A, t.widths[l], l, product=True)
                 self._fit_info(A)
@@ -458,38 +516,51 @@ class _Constructor:
 
     # -- certificate -------------------------------------------------------------------------------
     def certificate(self) -> tuple[float, list[float]]:
-        """A-posteriori bound on sup |target - ticket| over the box, and the bound after each layer."""
+        """A-posteriori bound on sup |target - ticket| over the box, and the bound after each layer.
+
+        Also sets ``self.own`` / ``self.amp``: per layer, the error it adds by itself and the factor
+        by which it amplifies the error it receives (e_l <= own_l + amp_l * e_(l-1), about), which
+        guarantee mode uses to give each layer its own tolerance."""
         t = self.t
         errs = []
+        self.own, self.amp = [], []
         e_prev = 0.0
         layers = [k for k in sorted(self.info)]
         for l, k in enumerate(layers):
             inf, C = self.info[k], self.src.layers[k]
             rows = torch.tensor([r for rs in C.copy_rows.values() for r in rs], dtype=torch.long)
             neu = inf["neuron"][rows]
-            w = t.weights[l][neu]  # [R, n_in]
+            w = t.w3(l)[neu]  # [R, n_in, T]; every tap of a unit reads values within the unit's bounds
             p, q, l1v = inf["p"][rows], inf["q"][rows], inf["l1v"][rows]
-            Hin = self.H[l]
+            Hin = self.H[l].view(1, -1, 1)
             if inf["product"]:
                 U = Hin + e_prev
                 if self.sign_trick:
                     a = self.psi.slope
                     # the univariate layer's input range: the box itself for l = 0, else |h| + e
-                    up, dn = (self.hi.clamp(min=0), (-self.lo).clamp(min=0)) if l == 0 else (U, U)
+                    up, dn = ((self.hi.clamp(min=0).view(1, -1, 1), (-self.lo).clamp(min=0).view(1, -1, 1)) if l == 0
+                              else (U, U))
                     E = torch.maximum((p - a * q - w).abs() * up, (a * p - q - w).abs() * dn)
                     lip = torch.maximum((p - a * q).abs(), (a * p - q).abs())
+                    gap = torch.maximum((p - a * q - w).abs(), (a * p - q - w).abs())
                 else:
                     if self.psi.kind == "smooth" and self.psi.name != "identity":
-                        R = torch.tensor([self.psi.remainder(self._a_scale(l) * float(x)) for x in U], dtype=torch.float64)
+                        R = torch.tensor([self.psi.remainder(self._a_scale(l) * float(x)) for x in U.flatten()],
+                                         dtype=torch.float64).view(1, -1, 1)
                     else:
                         R = torch.zeros_like(U)
                     E = (p - w).abs() * U + l1v * R
                     lip = p.abs()
-                err = (E + lip * e_prev).sum(1)
+                    gap = (p - w).abs()
+                err = (E + lip * e_prev).sum((1, 2))
+                own, coef = (E - gap * e_prev).sum((1, 2)), (lip + gap).sum((1, 2))
             else:
-                err = ((p - w).abs() * Hin).sum(1) + e_prev * l1v.sum(1)
+                err = ((p - w).abs() * Hin).sum((1, 2)) + e_prev * l1v.sum((1, 2))
+                own, coef = ((p - w).abs() * Hin).sum((1, 2)), l1v.sum((1, 2))
             err = err + inf["bias_err"][rows]
             M = 1.0 if l == t.depth - 1 else acts_mod.get(t.activations[l]).lip
+            self.own.append(M * float((own + inf["bias_err"][rows]).max()))
+            self.amp.append(M * float(coef.max()))
             e_prev = M * float(err.max())
             errs.append(e_prev)
         return e_prev, errs
@@ -501,7 +572,7 @@ def _auto_s1(psi: acts_mod.Activation, ep: float, t: TargetMLP) -> float:
     A row sums about ``n_in`` subsets of ~2.3 candidates of size ``m / (s1 phi'(0))`` each
     evaluated with remainder ``R(s1)``; halve s1 until that estimate fits.
     """
-    n_in = t.widths[0]
+    n_in = t.widths[0] * t.w3(0).shape[2]  # instances per row: units x kernel taps
     m = max(float(t.weights[0].abs().max()), float(t.biases[0].abs().max()), 1e-6)
     s1 = 0.5
     while s1 > 1e-6 and n_in * 2.3 * m / (s1 * psi.dphi0) * psi.remainder(s1) > ep / 2:
@@ -530,7 +601,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               eps_param: float | None = None, delta: float = 0.01, rho: int | None = None,
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 12,
-              max_rounds: int = 8) -> Ticket:
+              max_rounds: int = 8, input_shape=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -538,6 +609,10 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     every subset sum to that tolerance (the papers' mode) and reports the resulting certificate.
     The construction runs on the CPU (its solver kernels are compiled for it); the ticket's
     networks go to any device with ``ticket.network(device)``.
+
+    Convolutional targets (Conv2d / BatchNorm / pooling / Linear head, see
+    :func:`lotterylab.target.read_net`) need ``input_shape=(C, H, W)`` unless the model carries it
+    (zoo models) or ``domain`` is an image sample; their domain bounds are per channel.
     """
     if mode not in MODES:
         raise ConstructionError(f"mode must be one of {MODES}, got {mode!r}")
@@ -550,7 +625,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         objective = "min_l1" if eps_param is None else "min_cardinality"
     if objective not in ("min_l1", "min_cardinality", "min_error"):
         raise ConstructionError(f"objective must be min_l1, min_cardinality or min_error, got {objective!r}")
-    t = read_mlp(target)
+    t = _read_target(target, input_shape, domain)
     for a in t.activations:
         acts_mod.get(a)  # refuses activations the constructions cannot handle
     first_name = t.activations[0] if t.depth > 1 else "relu"
@@ -569,14 +644,18 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
             if acts_mod.get(a).kind != psi.kind:
                 raise ConstructionError("2L with mixed activation kinds is not supported")
     device = torch.device("cpu")
-    lo, hi = _domain_box(domain, t.widths[0])
+    if t.geometry:
+        _check_net(t, psi, first_layer)
+    lo, hi = _domain_box(domain, t.widths[0], channels=bool(t.geometry))
     t0 = time.perf_counter()
 
     guarantee = eps_param is None
     ep = eps_param if eps_param is not None else eps / (10.0 * t.depth)  # first guess; the certificate corrects it
+    layer_eps = [ep] * t.depth
     history = []
     best = None
     for rnd in range(max_rounds if guarantee else 1):
+        ep = min(layer_eps)
         # widths from the calibration, at the tolerance relative to the largest layer scale
         wmax = max(float(max(W.abs().max(), b.abs().max())) for W, b in zip(t.weights, t.biases))
         eps_rel = max(ep / max(wmax, 1e-6), 1e-5)
@@ -586,18 +665,19 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                            _default_rho(eps_rel, delta, product=True))
         r1 = min(r1, 2 * subsetsum.MAX_N if sign else subsetsum.MAX_N)
         rb = rho_b or min(40, 2 * r)  # ReLU: about half the constants are usable (beta > 0)
-        s1_r = s1 if s1 is not None else (_auto_s1(psi, ep, t) if first_layer == "linearize" else 1.0)
+        s1_r = s1 if s1 is not None else (_auto_s1(psi, layer_eps[0], t) if first_layer == "linearize" else 1.0)
         if first_layer == "linearize" and s1_r < 2e-5:
             raise ConstructionError(
                 f"linearising {psi.name} in the first layer needs input weights of scale {s1_r:.1e} for "
                 f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums unsolvable; "
                 f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
-        cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds)
+        cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
+                   list(layer_eps) if guarantee else None)
         c = _Constructor(t, cfg, seed, lo, hi, device)
         c.build()
         cert, per_layer = c.certificate()
-        history.append({"eps_param": ep, "certificate": cert, "rho": cfg.rho, "rho_first": cfg.rho_first,
-                        "rho_b": cfg.rho_b})
+        history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,
+                        "rho_first": cfg.rho_first, "rho_b": cfg.rho_b})
         if not guarantee:
             best = (c, cfg, cert, per_layer)
             break
@@ -605,7 +685,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
             best = (c, cfg, cert, per_layer)
             if cert > eps / 4 or rnd == max_rounds - 1:
                 break
-            ep = ep * min(2.0, 0.8 * eps / max(cert, 1e-300))  # widen: sparser, still certified
+            layer_eps = _retune(layer_eps, c, 0.8 * eps)  # widen: sparser, still certified
         else:
             if best is not None:
                 break  # the previous, tighter round was certified
@@ -613,12 +693,58 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                 raise ConstructionError(f"the certificate stopped improving ({history[-2]['certificate']:.3g} -> "
                                         f"{cert:.3g}) while tightening eps_param to {ep:.2e}; unresolved subset sums: "
                                         f"{c.stats['unresolved']}. Raise rho / rho_b, or eps")
-            ep = ep * 0.5 * eps / cert
+            layer_eps = _retune(layer_eps, c, 0.5 * eps)
     if best is None:
         raise ConstructionError(f"no certified ticket within eps={eps} after {max_rounds} rounds (last certificate "
                                 f"{history[-1]['certificate']:.3g}); raise max_rounds, rho or eps")
     c, cfg, cert, per_layer = best
     return _to_ticket(c, cfg, cert, per_layer, history, t, mode, eps, eps_param, seed, lo, hi, time.perf_counter() - t0)
+
+
+def _retune(layer_eps: list[float], c: _Constructor, goal: float) -> list[float]:
+    """New per-layer tolerances: each layer's share of the certificate (its own error times the
+    amplification of every layer after it) scaled to an equal part of ``goal``."""
+    L = len(layer_eps)
+    out = []
+    for l in range(L):
+        contrib = c.own[l] * math.prod(c.amp[l + 1:])
+        f = (goal / L) / max(contrib, 1e-300)
+        out.append(layer_eps[l] * min(2.0, max(f, 1e-4)))
+    return out
+
+
+def _read_target(target: nn.Module, input_shape, domain) -> TargetMLP:
+    shape = input_shape
+    if shape is None:
+        shape = (getattr(target, "lotterylab_arch", None) or {}).get("input_shape")
+    if shape is None and isinstance(domain, torch.Tensor) and domain.dim() == 4:
+        shape = tuple(domain.shape[1:])
+    if shape is not None:
+        return read_net(target, shape)
+    try:
+        return read_mlp(target)
+    except UnsupportedTarget as e:
+        if "Conv2d" in str(e):
+            raise UnsupportedTarget(f"{e}. Convolutional targets are supported: pass input_shape=(C, H, W)") from None
+        raise
+
+
+def _check_net(t: TargetMLP, psi: acts_mod.Activation, first_layer: str) -> None:
+    """Convolutional layouts the construction cannot make exact at image borders are refused."""
+    for name, g in zip(t.names, t.geometry):
+        if g["kind"] == "conv":
+            (kh, kw), (ph, pw) = g["kernel"], g["padding"]
+            if 2 * ph > kh - 1 or 2 * pw > kw - 1:
+                raise ConstructionError(f"layer {name!r}: padding {g['padding']} > (kernel - 1) / 2 leaves no kernel "
+                                        f"tap inside the image at every output, so biases cannot be carried exactly")
+            if max(ph, pw) > 0 and first_layer == "linearize" and psi.phi0 != 0:
+                raise ConstructionError(f"layer {name!r}: a zero-padded conv after linearised {psi.name} copies "
+                                        f"(phi(0) = {psi.phi0:.3g} != 0) would be wrong at image borders; use "
+                                        f"first_layer='identity' or an activation with phi(0) = 0")
+        for op in g.get("post", []):
+            if op["op"] == "avgpool2d" and max(op["padding"]) > 0 and op.get("count_include_pad", True):
+                raise ConstructionError(f"after layer {name!r}: AvgPool2d with padding and count_include_pad=True "
+                                        f"makes constant channels non-constant at borders; use count_include_pad=False")
 
 
 def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetMLP, mode, eps, eps_param, seed, lo, hi,
@@ -627,25 +753,39 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
     # a row whose outgoing edges are all pruned contributes nothing: prune it entirely
     for k in range(len(src.layers) - 2, -1, -1):
         L, nxt = src.layers[k], src.layers[k + 1]
-        used = nxt.mW.any(0)
+        used = nxt.mW.any(0).any(-1)
         L.mW[~used] = False
         L.mb[~used] = False
     widths = src.widths()
     acts = [L.act for L in src.layers[:-1]]
     init = {}
     masks = {}
+    plan = []
     for L in src.layers:
         init[f"{L.name}.weight"] = {"dist": "uniform", "low": -L.w_scale, "high": L.w_scale, "address": "grid"}
         init[f"{L.name}.bias"] = {"dist": "uniform", "low": -L.b_scale, "high": L.b_scale}
-        masks[f"{L.name}.weight"] = L.mW.cpu()
+        rows, cols = L.W.shape[:2]
+        if L.geo is not None and L.geo["op"] == "conv":
+            plan.append(dict(L.geo, **{"in": cols, "out": rows}))
+            masks[f"{L.name}.weight"] = L.mW.cpu().reshape(rows, cols, *L.geo["kernel"])
+        else:
+            plan.append({"op": "linear", "in": cols * L.T, "out": rows})
+            masks[f"{L.name}.weight"] = L.mW.cpu().reshape(rows, cols * L.T)
         masks[f"{L.name}.bias"] = L.mb.cpu()
-    arch = {"name": "source_mlp", "activation": "relu", "input_shape": [1, 1, widths[0]], "num_classes": widths[-1],
-            "kwargs": {"widths": widths, "acts": acts}}
+        if L.act is not None:
+            plan.append({"op": "act", "name": L.act})
+        plan.extend(dict(op) for op in L.post)
+    if t.geometry:
+        arch = {"name": "source_net", "activation": "relu", "input_shape": list(t.input_shape),
+                "num_classes": widths[-1], "kwargs": {"plan": plan}}
+    else:
+        arch = {"name": "source_mlp", "activation": "relu", "input_shape": [1, 1, widths[0]],
+                "num_classes": widths[-1], "kwargs": {"widths": widths, "acts": acts}}
     mask = Mask(masks)
     src_params = sum(L.W.numel() + L.b.numel() for L in src.layers)
     kept = mask.num_kept()
     report = {
-        "mode": mode, "eps": eps, "eps_param": cfg.eps_param, "guarantee_mode": eps_param is None,
+        "mode": mode, "eps": eps, "eps_param": cfg.eps_param, "layer_eps": cfg.layer_eps, "guarantee_mode": eps_param is None,
         "first_layer": cfg.first_layer, "objective": cfg.objective,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert, "certificate_per_layer": per_layer,
@@ -669,7 +809,7 @@ def _theory_bound(t: TargetMLP, cfg: _Cfg, mode: str) -> dict:
     """The papers' source-size formulas at the rho used here, for comparison (theory.md §2.1, §3.1)."""
     n = t.widths
     if mode == "2L":
-        params = sum(2 * cfg.rho * n[i] * (n[i] + n[i + 1]) for i in range(t.depth))
+        params = sum(2 * cfg.rho * n[i] * (n[i] + n[i + 1] * t.w3(i).shape[2]) for i in range(t.depth))
         return {"formula": "sum_i 2 n_i d_{i-1} (d_{i-1} + d_i) (Pensia et al.)", "source_parameters": params}
-    params = cfg.rho ** 2 * sum((n[i + 1] + 1) * (n[i] + 1) for i in range(t.depth))
+    params = cfg.rho ** 2 * sum((n[i + 1] + 1) * (n[i] + 1) * t.w3(i).shape[2] for i in range(t.depth))
     return {"formula": "rho^2 sum_l (n_l + 1)(n_{l-1} + 1) (Burkholz 2022)", "source_parameters": params}

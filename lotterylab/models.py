@@ -214,10 +214,66 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
     "resnet20": (lambda a, s, c, width=16: ResNetCIFAR(20, width, a, s, c), "kaiming_normal", (3, 32, 32)),
     # constructions' sources: widths [n_0, N_1, ..., N_K] and one activation per hidden layer
     "source_mlp": (lambda a, s, c, widths, acts: SourceMLP(widths, acts), "uniform", (1, 1, 1)),
+    "source_net": (lambda a, s, c, plan: SourceNet(plan, s), "uniform", (1, 1, 1)),
 }
 
 
-_INTERNAL = {"source_mlp"}  # built by constructions with explicit widths, not a zoo model for training
+class SourceNet(nn.Module):
+    """The random source network of a convolutional construction: a chain of ops from ``plan``,
+    each ``{"op": "conv", in, out, kernel, stride, padding}``, ``{"op": "linear", in, out}``
+    (flattening its input), ``{"op": "act", "name"}`` or a parameter-free op of :func:`apply_op`.
+    Weight layers are ``layers.<k>`` in order."""
+
+    def __init__(self, plan: Sequence[dict], input_shape: Sequence[int]):
+        super().__init__()
+        self.plan = [dict(op) for op in plan]
+        self.input_shape = tuple(input_shape)
+        layers, acts = [], {}
+        for i, op in enumerate(self.plan):
+            if op["op"] == "conv":
+                layers.append(nn.Conv2d(op["in"], op["out"], tuple(op["kernel"]), tuple(op["stride"]),
+                                        tuple(op["padding"])))
+            elif op["op"] == "linear":
+                layers.append(nn.Linear(op["in"], op["out"]))
+            elif op["op"] == "act":
+                acts[str(i)] = make_activation(op["name"])
+        self.layers = nn.ModuleList(layers)
+        self.acts = nn.ModuleDict(acts)
+
+    def forward(self, x):
+        h = x.reshape(x.shape[0], *self.input_shape)
+        k = 0
+        for i, op in enumerate(self.plan):
+            if op["op"] in ("conv", "linear"):
+                if op["op"] == "linear":
+                    h = h.reshape(h.shape[0], -1)
+                h = self.layers[k](h)
+                k += 1
+            elif op["op"] == "act":
+                h = self.acts[str(i)](h)
+            else:
+                h = apply_op(op, h)
+        return h
+
+
+def apply_op(op: dict, x: torch.Tensor) -> torch.Tensor:
+    """Run one parameter-free op of a chain (pooling, flatten) on ``x``."""
+    import torch.nn.functional as F
+
+    kind = op["op"]
+    if kind == "maxpool2d":
+        return F.max_pool2d(x, op["kernel_size"], op["stride"], op["padding"])
+    if kind == "avgpool2d":
+        return F.avg_pool2d(x, op["kernel_size"], op["stride"], op["padding"],
+                            count_include_pad=op.get("count_include_pad", True))
+    if kind == "adaptive_avgpool2d":
+        return F.adaptive_avg_pool2d(x, op["output_size"])
+    if kind == "flatten":
+        return x.reshape(x.shape[0], -1)
+    raise ValueError(f"unknown op {kind!r}")
+
+
+_INTERNAL = {"source_mlp", "source_net"}  # built by constructions with explicit widths, not a zoo model for training
 
 
 def names() -> list[str]:

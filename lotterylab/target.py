@@ -17,6 +17,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .models import apply_op
+
 
 class UnsupportedTarget(ValueError):
     """The target network contains something the constructions do not handle."""
@@ -42,6 +44,13 @@ class TargetMLP:
     activations: list[str]  # len L - 1; names as in lotterylab.models.ACTIVATIONS ("leaky_relu:0.2" for slopes)
     input_shape: tuple = ()
     names: list[str] = field(default_factory=list)
+    # convolutional chains (read_net): per layer kind/kernel/stride/padding/in_shape/post ops; [] = Linear chain
+    geometry: list[dict] = field(default_factory=list)
+
+    def w3(self, k: int) -> torch.Tensor:
+        """Layer k's weights as ``[out, in, taps]`` (taps = kernel positions; 1 for a Linear on a vector)."""
+        w = self.weights[k]
+        return w.reshape(w.shape[0], w.shape[1], -1)
 
     @property
     def depth(self) -> int:
@@ -58,12 +67,21 @@ class TargetMLP:
         """Post-activation outputs of every layer (the last one linear), float64."""
         from .models import make_activation
 
-        h = x.reshape(x.shape[0], -1).to(torch.float64)
+        if self.geometry:
+            h = x.reshape(x.shape[0], *self.input_shape).to(torch.float64)
+        else:
+            h = x.reshape(x.shape[0], -1).to(torch.float64)
         outs = []
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = h @ w.T + b
+            geo = self.geometry[k] if self.geometry else None
+            if geo is not None and w.dim() == 4 and geo["kind"] == "conv":
+                h = F.conv2d(h, w, b, geo["stride"], geo["padding"])
+            else:
+                h = h.reshape(h.shape[0], -1) @ w.reshape(w.shape[0], -1).T + b
             if k < self.depth - 1:
                 h = make_activation(self.activations[k]).double()(h)
+                for op in (geo or {}).get("post", []):
+                    h = apply_op(op, h)
             outs.append(h)
             if upto is not None and k + 1 >= upto:
                 break
@@ -194,3 +212,240 @@ def read_mlp(target: nn.Module) -> TargetMLP:
             raise UnsupportedTarget(f"layer {names[k]!r} expects {weights[k].shape[1]} inputs but {names[k - 1]!r} "
                                     f"gives {weights[k - 1].shape[0]}")
     return TargetMLP(weights, biases, [a for a in acts[:-1]], names=names)
+
+
+# --- convolutional chains -------------------------------------------------------------------------
+
+NET_SUPPORTED = ("nn.Conv2d (groups=1, dilation=1, zero padding), BatchNorm2d/1d (eval statistics, folded into the "
+                 "layer before), MaxPool2d / AvgPool2d (no ceil_mode) / AdaptiveAvgPool2d after an activation, "
+                 "Flatten, nn.Linear, the activations of " + SUPPORTED.split(";")[1].strip().split(" as ")[0] +
+                 ", Dropout and Identity")
+
+
+def _pair(v) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+def _pool_op(kind: str, node_name: str, kernel_size=None, stride=None, padding=0, ceil_mode=False,
+             count_include_pad=True, divisor_override=None, output_size=None, dilation=1, return_indices=False) -> dict:
+    if kind == "adaptive_avgpool2d":
+        return {"op": kind, "output_size": _pair(output_size)}
+    if ceil_mode or divisor_override is not None or return_indices or _pair(dilation) != [1, 1]:
+        raise UnsupportedTarget(f"node {node_name!r}: {kind} with ceil_mode, divisor_override, return_indices or "
+                                f"dilation is not supported")
+    op = {"op": kind, "kernel_size": _pair(kernel_size), "stride": _pair(stride if stride else kernel_size),
+          "padding": _pair(padding)}
+    if kind == "avgpool2d":
+        op["count_include_pad"] = bool(count_include_pad)
+    return op
+
+
+def _classify(node, modules) -> tuple[str, object]:
+    """What a traced node is: ("linear"|"conv"|"bn"|"pool"|"flatten"|"pass"|"act", detail)."""
+    if node.op == "call_module":
+        m = modules[node.target]
+        if isinstance(m, nn.Linear):
+            return "linear", m
+        if isinstance(m, nn.Conv2d):
+            return "conv", m
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            return "bn", m
+        if isinstance(m, nn.Flatten):
+            return "flatten", None
+        if isinstance(m, (nn.Dropout, nn.Identity)):
+            return "pass", None
+        if isinstance(m, nn.MaxPool2d):
+            return "pool", _pool_op("maxpool2d", node.name, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                    dilation=m.dilation, return_indices=m.return_indices)
+        if isinstance(m, nn.AvgPool2d):
+            return "pool", _pool_op("avgpool2d", node.name, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                    m.count_include_pad, m.divisor_override)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return "pool", _pool_op("adaptive_avgpool2d", node.name, output_size=m.output_size)
+        if isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose1d, nn.Conv1d, nn.Conv3d)):
+            raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; supported: "
+                                    f"{NET_SUPPORTED}")
+        if isinstance(m, nn.MultiheadAttention):
+            raise UnsupportedTarget(f"module {node.target!r}: attention is not supported; supported: {NET_SUPPORTED}")
+        a = _activation_of_module(m)
+        if a is False:
+            raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; supported: "
+                                    f"{NET_SUPPORTED}")
+        return ("act", a) if a else ("pass", None)
+    if node.op == "call_function":
+        fn = node.target
+        if fn is torch.flatten:
+            return "flatten", None
+        if fn is F.dropout:
+            return "pass", None
+        pools = {F.max_pool2d: "maxpool2d", F.avg_pool2d: "avgpool2d", F.adaptive_avg_pool2d: "adaptive_avgpool2d"}
+        if fn in pools:
+            names = {"maxpool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+                     "avgpool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                   "divisor_override"),
+                     "adaptive_avgpool2d": ("output_size",)}[pools[fn]]
+            kw = dict(zip(names, node.args[1:]), **node.kwargs)
+            return "pool", _pool_op(pools[fn], node.name, **kw)
+        if fn in _ACT_FUNCTIONS:
+            what = _ACT_FUNCTIONS[fn]
+            if what == "leaky_relu":
+                slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
+                what = "leaky_relu" if slope == 0.01 else f"leaky_relu:{slope}"
+            if what == "gelu" and node.kwargs.get("approximate", "none") != "none":
+                raise UnsupportedTarget(f"node {node.name!r}: tanh-approximate GELU is not supported")
+            return "act", what
+        if fn in (operator.add, torch.add, operator.iadd):
+            raise UnsupportedTarget(f"node {node.name!r} ({getattr(fn, '__name__', fn)}): residual additions are not "
+                                    f"supported by the constructions yet; supported: {NET_SUPPORTED}")
+        raise UnsupportedTarget(f"node {node.name!r} calls {getattr(fn, '__name__', fn)}, which is not supported; "
+                                f"supported: {NET_SUPPORTED}")
+    if node.op == "call_method":
+        if node.target in ("flatten", "view", "reshape"):
+            return "flatten", None
+        if node.target in _ACT_METHODS:
+            return "act", _ACT_METHODS[node.target]
+        if node.target in ("add", "add_"):
+            raise UnsupportedTarget(f"node {node.name!r}: residual additions are not supported by the constructions "
+                                    f"yet; supported: {NET_SUPPORTED}")
+        raise UnsupportedTarget(f"node {node.name!r}: method .{node.target}() is not supported; supported: "
+                                f"{NET_SUPPORTED}")
+    raise UnsupportedTarget(f"node {node.name!r} ({node.op}) is not supported; supported: {NET_SUPPORTED}")
+
+
+def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm in eval mode after a layer, folded into its weights: the layer's output scaled and shifted."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise UnsupportedTarget("BatchNorm without running statistics (track_running_stats=False) cannot be folded")
+    s = 1.0 / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    if bn.weight is not None:
+        s = s * bn.weight.detach().double()
+    shift = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(s)
+    return w * s.view(-1, *([1] * (w.dim() - 1))), (b - bn.running_mean.detach().double()) * s + shift
+
+
+def read_net(target: nn.Module, input_shape) -> TargetMLP:
+    """Trace a chain of Conv2d / Linear layers with activations, BatchNorm and pooling.
+
+    Returns a :class:`TargetMLP` whose ``geometry`` describes each layer: ``kind`` ("conv", or
+    "linear" on a flattened ``[C, H, W]`` map, stored as a full-size kernel ``[O, C, H, W]``),
+    kernel, stride, padding, input shape and the parameter-free ``post`` ops after its
+    activation. A pure Linear chain gives ``geometry == []`` (see :func:`read_mlp`). BatchNorm is
+    folded into the layer before, and the read chain is checked against the module's own forward.
+    """
+    if not isinstance(target, nn.Module):
+        raise UnsupportedTarget(f"target must be an nn.Module, got {type(target).__name__}")
+    shape = tuple(int(s) for s in input_shape)
+    try:
+        gm = fx.symbolic_trace(target)
+    except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "not traceable"
+        raise UnsupportedTarget(f"cannot trace the target with torch.fx ({type(e).__name__}: {e}); its forward must "
+                                f"be a chain of supported layers: {NET_SUPPORTED}") from None
+    modules = dict(gm.named_modules())
+    layers: list[dict] = []  # name, w, b, geo, act, post
+    cur = shape  # shape of the running tensor (without batch)
+    prev = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if prev is not None:
+                raise UnsupportedTarget(f"node {node.name!r}: the target takes more than one input")
+            prev = node
+            continue
+        if node.op == "output":
+            continue
+        kind, detail = _classify(node, modules)  # (names residual additions and other unsupported ops first)
+        if len(node.all_input_nodes) > 1:
+            raise UnsupportedTarget(f"node {node.name!r} combines several tensors; only chains are supported")
+        last = layers[-1] if layers else None
+        if kind in ("linear", "conv"):
+            m = detail
+            if last is not None and last["act"] is None:
+                raise UnsupportedTarget(f"module {node.target!r}: two weight layers without an activation between them")
+            w = m.weight.detach().to("cpu", torch.float64)
+            b = (m.bias.detach().to("cpu", torch.float64) if m.bias is not None else
+                 torch.zeros(w.shape[0], dtype=torch.float64))
+            if kind == "conv":
+                if m.groups != 1 or _pair(m.dilation) != [1, 1] or m.padding_mode != "zeros" or isinstance(m.padding, str):
+                    raise UnsupportedTarget(f"module {node.target!r}: Conv2d with groups={m.groups}, dilation={m.dilation},"
+                                            f" padding={m.padding!r}, padding_mode={m.padding_mode!r} is not supported "
+                                            f"(groups=1, dilation=1, integer zero padding only)")
+                if len(cur) != 3 or cur[0] != m.in_channels:
+                    raise UnsupportedTarget(f"module {node.target!r} expects {m.in_channels} channels, gets shape {cur}")
+                geo = {"kind": "conv", "kernel": list(w.shape[2:]), "stride": _pair(m.stride),
+                       "padding": _pair(m.padding), "in_shape": list(cur)}
+                H = (cur[1] + 2 * geo["padding"][0] - geo["kernel"][0]) // geo["stride"][0] + 1
+                W = (cur[2] + 2 * geo["padding"][1] - geo["kernel"][1]) // geo["stride"][1] + 1
+                cur = (w.shape[0], H, W)
+            else:
+                if len(cur) == 3:
+                    raise UnsupportedTarget(f"module {node.target!r}: Linear on a feature map needs a flatten before it")
+                if cur[0] != m.in_features:
+                    raise UnsupportedTarget(f"module {node.target!r} expects {m.in_features} inputs, gets {cur[0]}")
+                geo = {"kind": "linear", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0], "in_shape": list(cur)}
+                src = last["post"] if last else []
+                flat_from = next((op["from"] for op in reversed(src) if op["op"] == "flatten"), None) if last else \
+                    (list(shape) if len(shape) == 3 else None)
+                if flat_from is not None and len(flat_from) == 3:  # Linear on a flattened map: a full-size kernel
+                    C, Hh, Ww = flat_from
+                    w = w.reshape(w.shape[0], C, Hh, Ww)
+                    geo.update(kind="linear", kernel=[Hh, Ww], in_shape=list(flat_from))
+                cur = (w.shape[0],)
+            if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+                raise UnsupportedTarget(f"layer {node.target!r} has non-finite weights or biases (NaN or inf); fix the "
+                                        f"target first")
+            layers.append({"name": node.target, "w": w, "b": b, "geo": geo, "act": None, "post": [], "bn": False})
+        elif kind == "bn":
+            if last is None or last["act"] is not None or last["post"] or last["bn"]:
+                raise UnsupportedTarget(f"module {node.target!r}: BatchNorm is supported directly after a Conv2d or "
+                                        f"Linear layer only (it is folded into it)")
+            last["w"], last["b"] = _fold_bn(last["w"], last["b"], detail)
+            last["bn"] = True
+        elif kind == "act":
+            if last is None:
+                raise UnsupportedTarget(f"node {node.name!r}: activation {detail} before the first weight layer")
+            if last["act"] is not None or last["post"]:
+                raise UnsupportedTarget(f"node {node.name!r}: two activations in a row after {last['name']!r}")
+            last["act"] = detail
+        elif kind == "pool":
+            if last is None or last["act"] is None:
+                raise UnsupportedTarget(f"node {node.name!r}: pooling is supported after a layer's activation only")
+            if len(cur) != 3:
+                raise UnsupportedTarget(f"node {node.name!r}: pooling needs a feature map")
+            last["post"].append(detail)
+            cur = tuple(apply_op(detail, torch.zeros(1, *cur)).shape[1:])
+        elif kind == "flatten":
+            if len(cur) == 3:
+                op = {"op": "flatten", "from": list(cur)}
+                if last is not None:  # (a flattened input is an MLP's first layer: read_mlp's case)
+                    last["post"].append(op)
+                cur = (cur[0] * cur[1] * cur[2],)
+    if not layers:
+        raise UnsupportedTarget(f"the target has no Conv2d or Linear layer; supported: {NET_SUPPORTED}")
+    if layers[-1]["act"] is not None or layers[-1]["post"]:
+        raise UnsupportedTarget(f"the last layer {layers[-1]['name']!r} is followed by {layers[-1]['act']}; the last "
+                                f"layer must be linear (drop the final activation, e.g. softmax goes in the loss)")
+    conv = any(L["geo"]["kind"] == "conv" for L in layers)
+    if not conv:  # a pure Linear chain: the fully connected reader, flattened input
+        return read_mlp(target)
+    if layers[0]["geo"]["kind"] != "conv":
+        raise UnsupportedTarget("a convolutional target must start with a Conv2d layer")
+    t = TargetMLP([L["w"] for L in layers], [L["b"] for L in layers], [L["act"] for L in layers[:-1]],
+                  input_shape=shape, names=[L["name"] for L in layers],
+                  geometry=[dict(L["geo"], post=L["post"]) for L in layers])
+    _check_read(target, t, shape)
+    return t
+
+
+@torch.no_grad()
+def _check_read(target: nn.Module, t: TargetMLP, shape) -> None:
+    """The read chain (BN folded) must compute the module's function; else reading is wrong."""
+    import copy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, *shape, generator=g, dtype=torch.float64)
+    ref = copy.deepcopy(target).double().eval()(x)
+    got = t.forward(x)[-1]
+    scale = max(float(ref.abs().max()), 1.0)
+    err = float((ref - got).abs().max())
+    if err > 1e-6 * scale:
+        raise UnsupportedTarget(f"the read layer chain differs from the module's forward by {err:.2e} (BatchNorm "
+                                f"folding or an unsupported operation); the target cannot be constructed as read")

@@ -22,10 +22,15 @@ from torch import nn
 from .tickets import Ticket
 
 
-def _domain(domain, n0: int):
+def _domain(domain, n0: int, shape=None):
+    """Per-input bounds; for image inputs ``shape = (C, H, W)`` the box is per channel, spread over pixels."""
     from .construct_mlp import _domain_box
 
-    return _domain_box(domain, n0)
+    if shape is None:
+        return _domain_box(domain, n0)
+    lo, hi = _domain_box(domain, shape[0], channels=True)
+    hw = shape[1] * shape[2]
+    return lo.repeat_interleave(hw), hi.repeat_interleave(hw)
 
 
 @torch.no_grad()
@@ -34,16 +39,29 @@ def _err(f, g, x):
 
 
 def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), samples: int = 100_000,
-           attack_steps: int = 200, attack_starts: int = 32, seed: int = 0, batch: int = 8192, device=None) -> dict:
-    """Largest |target(x) - ticket(x)| found over the box ``domain`` (see module docs)."""
+           attack_steps: int = 200, attack_starts: int = 32, seed: int = 0, batch: int = 8192, device=None,
+           input_shape=None) -> dict:
+    """Largest |target(x) - ticket(x)| found over the box ``domain`` (see module docs).
+
+    Image targets (``input_shape`` or a convolutional ticket's own) are also probed with
+    border-heavy inputs: constant images and single-pixel impulses, corners included."""
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
     net = ticket.network(device) if isinstance(ticket, Ticket) else ticket
     f = _as_float64(target, device)
     g = _as_float64(net, device)
-    first = next(p for p in target.parameters() if p.dim() == 2)
-    n0 = first.shape[1]
-    lo, hi = _domain(domain, n0)
+    shape = None
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+    elif isinstance(ticket, Ticket) and ticket.arch.get("name") == "source_net":
+        shape = tuple(ticket.arch["input_shape"])
+    if shape is not None:  # image inputs: points are drawn flat and reshaped
+        n0 = shape[0] * shape[1] * shape[2]
+        f0, g0 = f, g
+        f, g = (lambda x: f0(x.view(-1, *shape))), (lambda x: g0(x.view(-1, *shape)))
+    else:
+        n0 = next(p for p in target.parameters() if p.dim() == 2).shape[1]
+    lo, hi = _domain(domain, n0, shape)
     lo, hi = lo.to(device), hi.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -68,10 +86,14 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     if n0 <= 12:
         special.append(torch.tensor(list(itertools.product((0.0, 1.0), repeat=n0)), dtype=torch.float64, device=device))
     else:
-        special.append((torch.rand(4096, n0, generator=gen, dtype=torch.float64) > 0.5).double().to(device))
+        n_corners = min(4096, max(256, samples))  # random corners, as many as the random points (<= 4096)
+        special.append((torch.rand(n_corners, n0, generator=gen, dtype=torch.float64) > 0.5).double().to(device))
     eye = torch.eye(n0, dtype=torch.float64, device=device)
     mid = torch.full((1, n0), 0.5, dtype=torch.float64, device=device)
     special += [mid + 0.5 * eye, mid - 0.5 * eye, mid]
+    if shape is not None:  # constant images at the box's bounds, impulses on a low / high background
+        special += [torch.zeros(1, n0, dtype=torch.float64, device=device),
+                    torch.ones(1, n0, dtype=torch.float64, device=device), eye, 1.0 - eye]
     for s in special:
         for c0 in range(0, len(s), batch):
             x = lo + (hi - lo) * s[c0:c0 + batch]

@@ -137,3 +137,25 @@ def test_ntk_gram_is_psd_and_lambda_min_of_a_subsample_bounds_the_full_set():
     full, _ = lambda_min(x, max_points=60)
     part, used = lambda_min(x, max_points=30)
     assert used == 30 and full > 0 and part >= full - 1e-12  # interlacing
+
+
+def test_add_variant_picks_by_brute_force_and_ends_at_the_dense_network(trained):
+    """step="add" (plain mask, no re-weighting): each pick is the best single addition, checked by
+    brute force on the second pick; picking every neuron gives back the dense network."""
+    model, data = trained
+    seq = as_sequential(model)
+    x, y = data.train.x[:100], data.train.y[:100]
+    sel = select_layer(seq, 1, x, y, budget=2, cfg=GFSConfig(step="add"))
+    first = sel.picks[0]
+    losses = {}
+    for r in range(24):
+        if r != first:
+            two = shrink(seq, LayerSelection(1, 24, [first, r], [], [], math.nan, weights={first: 1 / 24, r: 1 / 24}))
+            with torch.no_grad():
+                losses[r] = float(F.cross_entropy(two(x), y))
+    assert sel.picks[1] == min(losses, key=losses.__getitem__)
+    assert sel.losses[1] == pytest.approx(min(losses.values()), rel=1e-5)
+    full = select_layer(seq, 1, x, y, budget=24, cfg=GFSConfig(step="add"))
+    assert sorted(full.picks) == list(range(24))
+    with torch.no_grad():
+        assert torch.allclose(shrink(seq, full)(x), seq(x), atol=1e-5)

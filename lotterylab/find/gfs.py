@@ -41,9 +41,11 @@ class GFSConfig:
     pool: int = field(default=0, metadata={"help": "random candidate pool per step (0: all neurons)"})
     batch: int = field(default=4096, metadata={"help": "selection examples (0: the whole training set)"})
     finetune: str = field(default="0it", metadata={"help": "fine-tuning between layers, e.g. 500it"})
-    step: str = field(default="1/k", metadata={"help": "1/k (Ye et al.: uniform average of the picks) or line "
-                                                       "(Frank-Wolfe line search on a grid; loss never increases)",
-                                               "choices": ["1/k", "line"]})
+    step: str = field(default="1/k", metadata={"help": "1/k (Ye et al.: uniform average of the picks), line "
+                                                       "(Frank-Wolfe line search on a grid; loss never increases) or "
+                                                       "add (Ye et al.'s deep-net variant: grow a plain mask, no "
+                                                       "replacement, no re-weighting)",
+                                               "choices": ["1/k", "line", "add"]})
     seed: int = field(default=0, metadata={"help": "seed of the selection batch and candidate pools"})
 
 
@@ -129,24 +131,33 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
     chosen: set[int] = set()
     mix: dict[int, float] = {}
     current = math.inf
-    max_steps = max(budget, math.ceil(cfg.steps_per_neuron * budget))
+    add = cfg.step == "add"
+    max_steps = budget if add else max(budget, math.ceil(cfg.steps_per_neuron * budget))
     for step in range(1, max_steps + 1):
-        # candidates: every neuron, or (budget reached) the chosen ones; ``pool`` samples from those
-        cand = (torch.arange(n_neurons, device=H.device) if len(chosen) < budget else
-                torch.tensor(sorted(chosen), dtype=torch.long, device=H.device))
+        # candidates: every neuron, or (budget reached) the chosen ones; ``pool`` samples from those.
+        # "add" never re-picks: the unchosen neurons only
+        if add:
+            free = torch.ones(n_neurons, dtype=torch.bool, device=H.device)
+            free[list(chosen)] = False
+            cand = free.nonzero().flatten()
+        else:
+            cand = (torch.arange(n_neurons, device=H.device) if len(chosen) < budget else
+                    torch.tensor(sorted(chosen), dtype=torch.long, device=H.device))
         if cfg.pool and cfg.pool < len(cand):
             keys = rng.uniform(cfg.seed, rng.stream_id(f"gfs.pool.{k}"), (len(cand),), 0.0, 1.0, H.device,
                                offset=step * n_neurons)
             cand = cand[torch.sort(keys, stable=True).indices[:cfg.pool]]
         # step sizes tried: 1/k, or (line search) a grid in (0, 1]; the first pick always takes 1
-        gammas = [1.0 / step] if cfg.step == "1/k" or step == 1 else sorted({1.0 / step, *(2.0 ** -j for j in range(8))})
+        # ("add": the plain sum z + W h_r, written as g = 1 on contrib / N below)
+        gammas = [1.0 / step] if cfg.step in ("1/k", "add") or step == 1 else sorted({1.0 / step, *(2.0 ** -j for j in range(8))})
         best_loss, best_r, best_g = math.inf, -1, 0.0
         per = max(1, chunk_elems // max(B * M * len(gammas), 1))
         for s in range(0, len(cand), per):
             c = cand[s:s + per]
             contrib = n_neurons * H[:, c].unsqueeze(2) * W[:, c].T.unsqueeze(0)  # [B, P, M]
             for g in gammas:
-                zc = (1.0 - g) * z.unsqueeze(1) + g * contrib
+                zc = (z.unsqueeze(1) + contrib / n_neurons if add else
+                      (1.0 - g) * z.unsqueeze(1) + g * contrib)
                 logits = rest(zc.reshape(B * len(c), M)).reshape(B, len(c), -1)
                 loss = F.cross_entropy(logits.permute(0, 2, 1), y.unsqueeze(1).expand(B, len(c)),
                                        reduction="none").mean(0)
@@ -155,9 +166,13 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
                     best_loss, best_r, best_g = float(loss[j]), int(c[j]), g
         if cfg.step == "line" and best_loss >= current:
             break  # no neuron and step lowers the loss: Frank-Wolfe with line search has converged
-        z = (1.0 - best_g) * z + best_g * n_neurons * H[:, best_r:best_r + 1] * W[:, best_r].unsqueeze(0)
-        mix = {r: (1.0 - best_g) * a for r, a in mix.items()}
-        mix[best_r] = mix.get(best_r, 0.0) + best_g
+        if add:
+            z = z + H[:, best_r:best_r + 1] * W[:, best_r].unsqueeze(0)
+            mix[best_r] = 1.0 / n_neurons  # the next layer's column kept as it is
+        else:
+            z = (1.0 - best_g) * z + best_g * n_neurons * H[:, best_r:best_r + 1] * W[:, best_r].unsqueeze(0)
+            mix = {r: (1.0 - best_g) * a for r, a in mix.items()}
+            mix[best_r] = mix.get(best_r, 0.0) + best_g
         current = best_loss
         picks.append(best_r)
         chosen.add(best_r)
@@ -166,7 +181,7 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
         if cfg.tol > 0 and best_loss <= dense_loss + cfg.tol:
             break
     return LayerSelection(k, n_neurons, picks, losses, distinct, dense_loss, time.perf_counter() - t0,
-                          weights=mix if cfg.step == "line" else None)
+                          weights=mix if cfg.step in ("line", "add") else None)
 
 
 def shrink(seq: nn.Sequential, sel: LayerSelection) -> nn.Sequential:
