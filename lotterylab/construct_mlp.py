@@ -65,6 +65,8 @@ class _Layer:
     geo: dict | None = None    # convolutional sources: {"op": "conv"|"linear", kernel, stride, padding}
     post: list = field(default_factory=list)  # parameter-free ops after the activation (pooling)
     centre: int = 0            # the tap that carries biases: inside the image at every output position
+    input_layer: int | None = None  # source layer whose output it reads (None: the one before; -1: the input)
+    add_from: int | None = None     # residual: source layer whose output is added before the activation
     # roles of rows
     unit_rows: dict = field(default_factory=dict)   # univariate layer: input unit -> rows copying it
     copy_rows: dict = field(default_factory=dict)   # copy / assembling layer: target neuron -> rows
@@ -171,11 +173,25 @@ def _domain_box(domain, n0: int, channels: bool = False) -> tuple[torch.Tensor, 
     return lo, hi
 
 
+def _input_of(t: TargetMLP, k: int) -> int:
+    """The layer whose output layer k reads (-1: the network input)."""
+    return t.geometry[k].get("input", k - 1) if t.geometry else k - 1
+
+
+def _add_of(t: TargetMLP, k: int) -> dict | None:
+    """Residual addition before layer k's activation: {"kind": "identity" | "layer", "from": j}."""
+    return t.geometry[k].get("add") if t.geometry else None
+
+
 def target_bounds(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> list[torch.Tensor]:
-    """|h^l_j| bounds over the box for every layer's input (l = 0: the inputs), by interval arithmetic."""
-    H = [torch.maximum(lo.abs(), hi.abs())]
-    zlo, zhi = lo, hi
-    for k in range(t.depth - 1):
+    """|h| bounds over the box of every layer's input (per unit / channel), by interval arithmetic."""
+    out = {-1: (lo, hi)}  # each layer's output box (after activation and pooling; a shortcut: linear)
+    H = []
+    for k in range(t.depth):
+        zlo, zhi = out[_input_of(t, k)]
+        H.append(torch.maximum(zlo.abs(), zhi.abs()))
+        if k == t.depth - 1:
+            break
         W, b = t.w3(k), t.biases[k]
         if t.geometry and max(t.geometry[k]["padding"]) > 0:  # zero padding: 0 is among the inputs
             zlo, zhi = zlo.clamp(max=0), zhi.clamp(min=0)
@@ -183,7 +199,11 @@ def target_bounds(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> list[torc
         Wp, Wn = W.clamp(min=0).sum(2), W.clamp(max=0).sum(2)
         lo2 = Wp @ zlo + Wn @ zhi + b
         hi2 = Wp @ zhi + Wn @ zlo + b
-        act = acts_mod.get(t.activations[k])
+        add = _add_of(t, k)
+        if add is not None:  # a residual branch adds its own box
+            alo, ahi = out[add["from"]]
+            lo2, hi2 = lo2 + alo, hi2 + ahi
+        act = acts_mod.get(t.activations[k] or "identity")
         f = act.module()
         # the box of phi(z) (monotone activations; GELU / SiLU: their minimum when inside)
         a_lo, a_hi = f(lo2), f(hi2)
@@ -194,7 +214,7 @@ def target_bounds(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> list[torc
         for op in (t.geometry[k]["post"] if t.geometry else []):  # max/avg pooling keeps values in the box,
             if op["op"] == "avgpool2d" and max(op["padding"]) > 0 and op.get("count_include_pad", True):
                 zlo, zhi = zlo.clamp(max=0), zhi.clamp(min=0)  # unless padded zeros are averaged in
-        H.append(torch.maximum(zlo.abs(), zhi.abs()))
+        out[k] = (zlo, zhi)
     return H
 
 
@@ -486,18 +506,26 @@ class _Constructor:
                 self._solve_rows(C, prev, [r for rs in C.copy_rows.values() for r in rs])
                 prev = C
         else:  # 2L: per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer
+            # residual targets: U reads the assembling layer of the target layer's input, and the
+            # assembling layers (which carry exactly the target's channels) add their branch as the target does
+            a_of = {-1: -1}  # target layer -> its assembling layer in the source
             for l in range(L):
                 last = l == L - 1
-                U = self.univariate_layer(t.widths[l], self._a_scale(l), spatial=self._spatial_in(l))
+                n_out, n_in = t.weights[l].shape[:2]
+                U = self.univariate_layer(n_in, self._a_scale(l), spatial=self._spatial_in(l))
+                U.input_layer = a_of[_input_of(t, l)]
                 g = self._geo(l)
-                A = self.src.add_layer(t.widths[l + 1], U.W.shape[0], self._w_scale(l, True), 1.0,
+                A = self.src.add_layer(n_out, U.W.shape[0], self._w_scale(l, True), 1.0,
                                        None if last else t.activations[l], g["taps"], g["geo"], g["post"],
                                        g["centre"])
-                A.copy_rows = {i: [i] for i in range(t.widths[l + 1])}
-                self._new_info(A, t.widths[l], l, product=True)
+                add = _add_of(t, l)
+                A.input_layer, A.add_from = U.index, (a_of[add["from"]] if add is not None else None)
+                a_of[l] = A.index
+                A.copy_rows = {i: [i] for i in range(n_out)}
+                self._new_info(A, n_in, l, product=True)
                 self._fit_info(A)
-                self.info[A.index]["neuron"][:] = torch.arange(t.widths[l + 1])
-                self._solve_rows(A, U, list(range(t.widths[l + 1])))
+                self.info[A.index]["neuron"][:] = torch.arange(n_out)
+                self._solve_rows(A, U, list(range(n_out)))
 
     def _a_scale(self, l: int) -> float:
         if self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
@@ -524,9 +552,10 @@ class _Constructor:
         t = self.t
         errs = []
         self.own, self.amp = [], []
-        e_prev = 0.0
+        e_out = {-1: 0.0}  # sup error of each target layer's output (residual graphs: per layer, not a chain)
         layers = [k for k in sorted(self.info)]
         for l, k in enumerate(layers):
+            e_prev = e_out[_input_of(t, l)]
             inf, C = self.info[k], self.src.layers[k]
             rows = torch.tensor([r for rs in C.copy_rows.values() for r in rs], dtype=torch.long)
             neu = inf["neuron"][rows]
@@ -538,8 +567,8 @@ class _Constructor:
                 if self.sign_trick:
                     a = self.psi.slope
                     # the univariate layer's input range: the box itself for l = 0, else |h| + e
-                    up, dn = ((self.hi.clamp(min=0).view(1, -1, 1), (-self.lo).clamp(min=0).view(1, -1, 1)) if l == 0
-                              else (U, U))
+                    up, dn = ((self.hi.clamp(min=0).view(1, -1, 1), (-self.lo).clamp(min=0).view(1, -1, 1))
+                              if _input_of(t, l) < 0 else (U, U))
                     E = torch.maximum((p - a * q - w).abs() * up, (a * p - q - w).abs() * dn)
                     lip = torch.maximum((p - a * q).abs(), (a * p - q).abs())
                     gap = torch.maximum((p - a * q - w).abs(), (a * p - q - w).abs())
@@ -558,12 +587,31 @@ class _Constructor:
                 err = ((p - w).abs() * Hin).sum((1, 2)) + e_prev * l1v.sum((1, 2))
                 own, coef = ((p - w).abs() * Hin).sum((1, 2)), l1v.sum((1, 2))
             err = err + inf["bias_err"][rows]
-            M = 1.0 if l == t.depth - 1 else acts_mod.get(t.activations[l]).lip
+            act = t.activations[l] if l < t.depth - 1 else None
+            M = 1.0 if act is None else acts_mod.get(act).lip
+            add = _add_of(t, l)
+            e_add = e_out[add["from"]] if add is not None else 0.0  # the residual branch's error adds
             self.own.append(M * float((own + inf["bias_err"][rows]).max()))
             self.amp.append(M * float(coef.max()))
-            e_prev = M * float(err.max())
-            errs.append(e_prev)
-        return e_prev, errs
+            e_out[l] = M * (float(err.max()) + e_add)
+            errs.append(e_out[l])
+        return e_out[t.depth - 1], errs
+
+    def sensitivities(self) -> list[float]:
+        """d(final bound) / d(error added at layer l's output): products of the later amplifications
+        along every path (a chain: the product of the amp of all later layers)."""
+        t = self.t
+        sens = [0.0] * t.depth
+        sens[-1] = 1.0
+        for c in range(t.depth - 1, -1, -1):
+            src = _input_of(t, c)
+            if src >= 0:
+                sens[src] += sens[c] * self.amp[c]
+            add = _add_of(t, c)
+            if add is not None and add["from"] >= 0:
+                act = t.activations[c] if c < t.depth - 1 else None
+                sens[add["from"]] += sens[c] * (1.0 if act is None else acts_mod.get(act).lip)
+        return sens
 
 
 def _auto_s1(psi: acts_mod.Activation, ep: float, t: TargetMLP) -> float:
@@ -627,7 +675,11 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         raise ConstructionError(f"objective must be min_l1, min_cardinality or min_error, got {objective!r}")
     t = _read_target(target, input_shape, domain)
     for a in t.activations:
-        acts_mod.get(a)  # refuses activations the constructions cannot handle
+        if a is not None:  # (None: a residual shortcut layer, linear)
+            acts_mod.get(a)  # refuses activations the constructions cannot handle
+    if mode == "L+1" and any(_add_of(t, k) for k in range(t.depth)):
+        raise ConstructionError("residual targets are constructed in mode '2L' so far (its assembling layers carry the "
+                                "target's channels, so skips connect them exactly); use mode='2L'")
     first_name = t.activations[0] if t.depth > 1 else "relu"
     psi = acts_mod.get(first_name)
     if first_layer is None:
@@ -641,7 +693,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         raise ConstructionError(f"linearize needs a smooth activation with phi'(0) != 0, the target uses {first_name}")
     if mode == "2L" and first_layer != "identity":
         for a in t.activations:
-            if acts_mod.get(a).kind != psi.kind:
+            if a is not None and acts_mod.get(a).kind != psi.kind:
                 raise ConstructionError("2L with mixed activation kinds is not supported")
     device = torch.device("cpu")
     if t.geometry:
@@ -705,9 +757,10 @@ def _retune(layer_eps: list[float], c: _Constructor, goal: float) -> list[float]
     """New per-layer tolerances: each layer's share of the certificate (its own error times the
     amplification of every layer after it) scaled to an equal part of ``goal``."""
     L = len(layer_eps)
+    sens = c.sensitivities()
     out = []
     for l in range(L):
-        contrib = c.own[l] * math.prod(c.amp[l + 1:])
+        contrib = c.own[l] * sens[l]
         f = (goal / L) / max(contrib, 1e-300)
         out.append(layer_eps[l] * min(2.0, max(f, 1e-4)))
     return out
@@ -750,9 +803,14 @@ def _check_net(t: TargetMLP, psi: acts_mod.Activation, first_layer: str) -> None
 def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetMLP, mode, eps, eps_param, seed, lo, hi,
                wall) -> Ticket:
     src = c.src
-    # a row whose outgoing edges are all pruned contributes nothing: prune it entirely
+    reads = [k - 1 if L.input_layer is None else L.input_layer for k, L in enumerate(src.layers)]
+    adds = {L.add_from for L in src.layers if L.add_from is not None}
+    # a row whose outgoing edges are all pruned contributes nothing: prune it entirely (when the
+    # next layer is its only reader)
     for k in range(len(src.layers) - 2, -1, -1):
         L, nxt = src.layers[k], src.layers[k + 1]
+        if k in adds or reads.count(k) != 1 or reads[k + 1] != k:
+            continue
         used = nxt.mW.any(0).any(-1)
         L.mW[~used] = False
         L.mb[~used] = False
@@ -761,7 +819,8 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
     init = {}
     masks = {}
     plan = []
-    for L in src.layers:
+    end = {-1: -1}  # source layer -> plan position of its output (after activation and pooling)
+    for k, L in enumerate(src.layers):
         init[f"{L.name}.weight"] = {"dist": "uniform", "low": -L.w_scale, "high": L.w_scale, "address": "grid"}
         init[f"{L.name}.bias"] = {"dist": "uniform", "low": -L.b_scale, "high": L.b_scale}
         rows, cols = L.W.shape[:2]
@@ -772,9 +831,14 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
             plan.append({"op": "linear", "in": cols * L.T, "out": rows})
             masks[f"{L.name}.weight"] = L.mW.cpu().reshape(rows, cols * L.T)
         masks[f"{L.name}.bias"] = L.mb.cpu()
+        if L.input_layer is not None and end[reads[k]] != len(plan) - 2:  # not the op just before
+            plan[-1]["input"] = end[reads[k]]
+        if L.add_from is not None:
+            plan[-1]["add"] = end[L.add_from]
         if L.act is not None:
             plan.append({"op": "act", "name": L.act})
         plan.extend(dict(op) for op in L.post)
+        end[k] = len(plan) - 1
     if t.geometry:
         arch = {"name": "source_net", "activation": "relu", "input_shape": list(t.input_shape),
                 "num_classes": widths[-1], "kwargs": {"plan": plan}}
@@ -789,7 +853,9 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
         "first_layer": cfg.first_layer, "objective": cfg.objective,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert, "certificate_per_layer": per_layer,
-        "depth": {"target": t.depth, "source": len(widths) - 1},
+        "depth": {"target": _longest_path([_input_of(t, k) for k in range(t.depth)],
+                                          [(_add_of(t, k) or {}).get("from") for k in range(t.depth)]),
+                  "source": _longest_path(reads, [L.add_from for L in src.layers])},
         "widths": {"target": t.widths, "source": widths},
         "parameters": {"target": t.num_parameters(), "source": src_params, "ticket": kept,
                        "source_per_target": src_params / t.num_parameters(), "ticket_per_target": kept / t.num_parameters()},
@@ -805,11 +871,20 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
     return Ticket(arch, init, seed, mask, report)
 
 
+def _longest_path(inputs: list[int], adds: list) -> int:
+    """Weight layers on the longest input -> output path (a residual addition skips the layer)."""
+    d = {-1: 0}
+    for k, (i, a) in enumerate(zip(inputs, adds)):
+        d[k] = max(1 + d[i], d[a] if a is not None else 0)
+    return d[len(inputs) - 1]
+
+
 def _theory_bound(t: TargetMLP, cfg: _Cfg, mode: str) -> dict:
     """The papers' source-size formulas at the rho used here, for comparison (theory.md §2.1, §3.1)."""
-    n = t.widths
+    n_in = [t.w3(i).shape[1] for i in range(t.depth)]
+    n_out = [t.w3(i).shape[0] for i in range(t.depth)]
     if mode == "2L":
-        params = sum(2 * cfg.rho * n[i] * (n[i] + n[i + 1] * t.w3(i).shape[2]) for i in range(t.depth))
+        params = sum(2 * cfg.rho * n_in[i] * (n_in[i] + n_out[i] * t.w3(i).shape[2]) for i in range(t.depth))
         return {"formula": "sum_i 2 n_i d_{i-1} (d_{i-1} + d_i) (Pensia et al.)", "source_parameters": params}
-    params = cfg.rho ** 2 * sum((n[i + 1] + 1) * (n[i] + 1) * t.w3(i).shape[2] for i in range(t.depth))
+    params = cfg.rho ** 2 * sum((n_out[i] + 1) * (n_in[i] + 1) * t.w3(i).shape[2] for i in range(t.depth))
     return {"formula": "rho^2 sum_l (n_l + 1)(n_{l-1} + 1) (Burkholz 2022)", "source_parameters": params}

@@ -241,19 +241,26 @@ class SourceNet(nn.Module):
         self.acts = nn.ModuleDict(acts)
 
     def forward(self, x):
-        h = x.reshape(x.shape[0], *self.input_shape)
+        # plan positions hold their outputs; a weight op reads "input" (default: the op before; -1: x)
+        # and adds the output at "add" (a residual branch) before the activation that follows it
+        x0 = x.reshape(x.shape[0], *self.input_shape)
+        outs: list[torch.Tensor] = []
         k = 0
         for i, op in enumerate(self.plan):
             if op["op"] in ("conv", "linear"):
+                src = op.get("input", i - 1)
+                h = x0 if src < 0 else outs[src]
                 if op["op"] == "linear":
                     h = h.reshape(h.shape[0], -1)
                 h = self.layers[k](h)
+                if "add" in op:
+                    h = h + (x0 if op["add"] < 0 else outs[op["add"]])
                 k += 1
-            elif op["op"] == "act":
-                h = self.acts[str(i)](h)
             else:
-                h = apply_op(op, h)
-        return h
+                h = outs[-1] if outs else x0
+                h = self.acts[str(i)](h) if op["op"] == "act" else apply_op(op, h)
+            outs.append(h)
+        return outs[-1]
 
 
 def apply_op(op: dict, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ refused with the node's name and what is supported.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -71,14 +72,21 @@ class TargetMLP:
             h = x.reshape(x.shape[0], *self.input_shape).to(torch.float64)
         else:
             h = x.reshape(x.shape[0], -1).to(torch.float64)
-        outs = []
+        x0 = h
+        outs = []  # each layer's output: after its activation and post ops (a shortcut layer: linear)
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             geo = self.geometry[k] if self.geometry else None
+            if geo is not None:
+                src = geo.get("input", k - 1)
+                h = x0 if src < 0 else outs[src]
             if geo is not None and w.dim() == 4 and geo["kind"] == "conv":
                 h = F.conv2d(h, w, b, geo["stride"], geo["padding"])
             else:
                 h = h.reshape(h.shape[0], -1) @ w.reshape(w.shape[0], -1).T + b
-            if k < self.depth - 1:
+            add = (geo or {}).get("add")
+            if add is not None:
+                h = h + (x0 if add["from"] < 0 else outs[add["from"]])
+            if k < self.depth - 1 and self.activations[k] is not None:
                 h = make_activation(self.activations[k]).double()(h)
                 for op in (geo or {}).get("post", []):
                     h = apply_op(op, h)
@@ -324,13 +332,17 @@ def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Ten
 
 
 def read_net(target: nn.Module, input_shape) -> TargetMLP:
-    """Trace a chain of Conv2d / Linear layers with activations, BatchNorm and pooling.
+    """Trace Conv2d / Linear layers with activations, BatchNorm, pooling and residual additions.
 
     Returns a :class:`TargetMLP` whose ``geometry`` describes each layer: ``kind`` ("conv", or
     "linear" on a flattened ``[C, H, W]`` map, stored as a full-size kernel ``[O, C, H, W]``),
-    kernel, stride, padding, input shape and the parameter-free ``post`` ops after its
-    activation. A pure Linear chain gives ``geometry == []`` (see :func:`read_mlp`). BatchNorm is
-    folded into the layer before, and the read chain is checked against the module's own forward.
+    kernel, stride, padding, input shape, the parameter-free ``post`` ops after its activation,
+    ``input`` (the layer whose output it reads; -1: the network input) and ``add`` (residual
+    blocks: ``{"kind": "identity", "from": j}`` adds layer j's output before the activation,
+    ``{"kind": "layer", "from": s}`` adds the output of shortcut layer s, a layer without
+    activation). Layers are in an order where everything a layer uses comes before it. A pure
+    Linear chain gives ``geometry == []`` (see :func:`read_mlp`). BatchNorm is folded into the
+    layer before, and the read graph is checked against the module's own forward.
     """
     if not isinstance(target, nn.Module):
         raise UnsupportedTarget(f"target must be an nn.Module, got {type(target).__name__}")
@@ -339,27 +351,61 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
         gm = fx.symbolic_trace(target)
     except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "not traceable"
         raise UnsupportedTarget(f"cannot trace the target with torch.fx ({type(e).__name__}: {e}); its forward must "
-                                f"be a chain of supported layers: {NET_SUPPORTED}") from None
+                                f"be built from supported layers: {NET_SUPPORTED}") from None
     modules = dict(gm.named_modules())
-    layers: list[dict] = []  # name, w, b, geo, act, post
-    cur = shape  # shape of the running tensor (without batch)
-    prev = None
+    layers: list[dict] = []  # name, w, b, geo, act, post, bn, input, add
+    # value of each traced node: (layer index or -1 for the input, stage "pre" | "post", shape)
+    val: dict = {}
+    n_inputs = 0
+    out_val = None
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if prev is not None:
+            n_inputs += 1
+            if n_inputs > 1:
                 raise UnsupportedTarget(f"node {node.name!r}: the target takes more than one input")
-            prev = node
+            val[node] = (-1, "post", shape)
             continue
         if node.op == "output":
+            out_val = val.get(node.args[0])
             continue
-        kind, detail = _classify(node, modules)  # (names residual additions and other unsupported ops first)
-        if len(node.all_input_nodes) > 1:
-            raise UnsupportedTarget(f"node {node.name!r} combines several tensors; only chains are supported")
-        last = layers[-1] if layers else None
+        ins = [val[a] for a in node.all_input_nodes if a in val]
+        is_add = (node.op == "call_function" and node.target in (operator.add, torch.add, operator.iadd)) or (
+            node.op == "call_method" and node.target in ("add", "add_"))
+        if is_add:
+            if len(ins) != 2:
+                raise UnsupportedTarget(f"node {node.name!r}: only additions of two tensors are supported")
+            (ka, sa, sha), (kb, sb, shb) = ins
+            if sa == "pre" and sb == "pre":  # two linear outputs: the shortcut is the shallower branch
+                deeper_a = layers[ka]["geo"]["input"] >= layers[kb]["geo"]["input"]
+                main, other = ((ka, sa), (kb, sb)) if deeper_a else ((kb, sb), (ka, sa))
+            else:
+                main, other = ((ka, sa), (kb, sb)) if sa != "post" else ((kb, sb), (ka, sa))
+            if main[1] != "pre" or main[0] < 0 or layers[main[0]]["add"] is not None:
+                raise UnsupportedTarget(f"node {node.name!r}: a residual addition must add to a layer's output "
+                                        f"before its activation")
+            k = main[0]
+            if other[1] == "post":
+                add = {"kind": "identity", "from": other[0]}
+            elif other[0] >= 0 and layers[other[0]]["act"] is None and not layers[other[0]]["post"]:
+                add = {"kind": "layer", "from": other[0]}
+                layers[other[0]]["shortcut_of"] = k
+            else:
+                raise UnsupportedTarget(f"node {node.name!r}: unsupported residual addition")
+            if sha != shb:
+                raise UnsupportedTarget(f"node {node.name!r}: adds tensors of shapes {sha} and {shb}")
+            layers[k]["add"] = add
+            val[node] = (k, "pre+add", sha)
+            continue
+        kind, detail = _classify(node, modules)
+        if len(ins) != 1:
+            raise UnsupportedTarget(f"node {node.name!r} combines several tensors; supported: {NET_SUPPORTED}")
+        k_in, stage, cur = ins[0]
+        L = layers[k_in] if k_in >= 0 else None
         if kind in ("linear", "conv"):
             m = detail
-            if last is not None and last["act"] is None:
-                raise UnsupportedTarget(f"module {node.target!r}: two weight layers without an activation between them")
+            if stage != "post":
+                raise UnsupportedTarget(f"module {node.target!r}: two weight layers without an activation between "
+                                            f"them; merge them into one layer first")
             w = m.weight.detach().to("cpu", torch.float64)
             b = (m.bias.detach().to("cpu", torch.float64) if m.bias is not None else
                  torch.zeros(w.shape[0], dtype=torch.float64))
@@ -374,65 +420,94 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
                        "padding": _pair(m.padding), "in_shape": list(cur)}
                 H = (cur[1] + 2 * geo["padding"][0] - geo["kernel"][0]) // geo["stride"][0] + 1
                 W = (cur[2] + 2 * geo["padding"][1] - geo["kernel"][1]) // geo["stride"][1] + 1
-                cur = (w.shape[0], H, W)
+                out = (w.shape[0], H, W)
             else:
                 if len(cur) == 3:
                     raise UnsupportedTarget(f"module {node.target!r}: Linear on a feature map needs a flatten before it")
                 if cur[0] != m.in_features:
                     raise UnsupportedTarget(f"module {node.target!r} expects {m.in_features} inputs, gets {cur[0]}")
                 geo = {"kind": "linear", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0], "in_shape": list(cur)}
-                src = last["post"] if last else []
-                flat_from = next((op["from"] for op in reversed(src) if op["op"] == "flatten"), None) if last else \
-                    (list(shape) if len(shape) == 3 else None)
+                flat_from = (next((op["from"] for op in reversed(L["post"]) if op["op"] == "flatten"), None) if L
+                             else (list(shape) if len(shape) == 3 else None))
                 if flat_from is not None and len(flat_from) == 3:  # Linear on a flattened map: a full-size kernel
                     C, Hh, Ww = flat_from
                     w = w.reshape(w.shape[0], C, Hh, Ww)
-                    geo.update(kind="linear", kernel=[Hh, Ww], in_shape=list(flat_from))
-                cur = (w.shape[0],)
+                    geo.update(kernel=[Hh, Ww], in_shape=list(flat_from))
+                out = (w.shape[0],)
             if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
                 raise UnsupportedTarget(f"layer {node.target!r} has non-finite weights or biases (NaN or inf); fix the "
                                         f"target first")
-            layers.append({"name": node.target, "w": w, "b": b, "geo": geo, "act": None, "post": [], "bn": False})
+            geo["input"] = k_in
+            layers.append({"name": node.target, "w": w, "b": b, "geo": geo, "act": None, "post": [], "bn": False,
+                           "add": None})
+            val[node] = (len(layers) - 1, "pre", out)
         elif kind == "bn":
-            if last is None or last["act"] is not None or last["post"] or last["bn"]:
+            if stage != "pre" or L["bn"]:
                 raise UnsupportedTarget(f"module {node.target!r}: BatchNorm is supported directly after a Conv2d or "
                                         f"Linear layer only (it is folded into it)")
-            last["w"], last["b"] = _fold_bn(last["w"], last["b"], detail)
-            last["bn"] = True
+            L["w"], L["b"] = _fold_bn(L["w"], L["b"], detail)
+            L["bn"] = True
+            val[node] = (k_in, "pre", cur)
         elif kind == "act":
-            if last is None:
-                raise UnsupportedTarget(f"node {node.name!r}: activation {detail} before the first weight layer")
-            if last["act"] is not None or last["post"]:
-                raise UnsupportedTarget(f"node {node.name!r}: two activations in a row after {last['name']!r}")
-            last["act"] = detail
+            if L is None or stage == "post":
+                raise UnsupportedTarget(f"node {node.name!r}: activation {detail} must follow a weight layer "
+                                        f"(two activations in a row, or one on the input)")
+            L["act"] = detail
+            val[node] = (k_in, "post", cur)
         elif kind == "pool":
-            if last is None or last["act"] is None:
+            if L is None or stage != "post" or L["act"] is None:
                 raise UnsupportedTarget(f"node {node.name!r}: pooling is supported after a layer's activation only")
             if len(cur) != 3:
                 raise UnsupportedTarget(f"node {node.name!r}: pooling needs a feature map")
-            last["post"].append(detail)
-            cur = tuple(apply_op(detail, torch.zeros(1, *cur)).shape[1:])
+            L["post"].append(detail)
+            val[node] = (k_in, "post", tuple(apply_op(detail, torch.zeros(1, *cur)).shape[1:]))
         elif kind == "flatten":
-            if len(cur) == 3:
-                op = {"op": "flatten", "from": list(cur)}
-                if last is not None:  # (a flattened input is an MLP's first layer: read_mlp's case)
-                    last["post"].append(op)
-                cur = (cur[0] * cur[1] * cur[2],)
+            if len(cur) == 3 and L is not None:
+                L["post"].append({"op": "flatten", "from": list(cur)})
+            val[node] = (k_in, stage, (math.prod(cur),))
+        else:  # pass
+            val[node] = (k_in, stage, cur)
     if not layers:
         raise UnsupportedTarget(f"the target has no Conv2d or Linear layer; supported: {NET_SUPPORTED}")
-    if layers[-1]["act"] is not None or layers[-1]["post"]:
-        raise UnsupportedTarget(f"the last layer {layers[-1]['name']!r} is followed by {layers[-1]['act']}; the last "
-                                f"layer must be linear (drop the final activation, e.g. softmax goes in the loss)")
+    if out_val is None or out_val[0] != len(layers) - 1 or out_val[1] != "pre" or layers[-1]["add"] is not None:
+        last = layers[-1]
+        raise UnsupportedTarget(f"the last layer {last['name']!r} must be the output, without activation "
+                                f"({last['act']}; drop the final activation, e.g. softmax goes in the loss)")
+    for k, L in enumerate(layers[:-1]):
+        if L["act"] is None and "shortcut_of" not in L:
+            raise UnsupportedTarget(f"layer {L['name']!r} has no activation after it; merge it into the next layer")
     conv = any(L["geo"]["kind"] == "conv" for L in layers)
     if not conv:  # a pure Linear chain: the fully connected reader, flattened input
         return read_mlp(target)
     if layers[0]["geo"]["kind"] != "conv":
         raise UnsupportedTarget("a convolutional target must start with a Conv2d layer")
+    layers = _shortcuts_first(layers)
     t = TargetMLP([L["w"] for L in layers], [L["b"] for L in layers], [L["act"] for L in layers[:-1]],
                   input_shape=shape, names=[L["name"] for L in layers],
-                  geometry=[dict(L["geo"], post=L["post"]) for L in layers])
+                  geometry=[dict(L["geo"], post=L["post"], add=L["add"]) for L in layers])
     _check_read(target, t, shape)
     return t
+
+
+def _shortcuts_first(layers: list[dict]) -> list[dict]:
+    """Move each shortcut layer right before the layer it is added to, and renumber references."""
+    order = []
+    for k, L in enumerate(layers):
+        if "shortcut_of" in L:
+            continue
+        if L["add"] is not None and L["add"]["kind"] == "layer":
+            order.append(L["add"]["from"])
+        order.append(k)
+    new = {old: i for i, old in enumerate(order)}
+    new[-1] = -1
+    out = []
+    for old in order:
+        L = dict(layers[old])
+        L["geo"] = dict(L["geo"], input=new[L["geo"]["input"]])
+        if L["add"] is not None:
+            L["add"] = dict(L["add"], **{"from": new[L["add"]["from"]]})
+        out.append(L)
+    return out
 
 
 @torch.no_grad()
@@ -449,3 +524,49 @@ def _check_read(target: nn.Module, t: TargetMLP, shape) -> None:
     if err > 1e-6 * scale:
         raise UnsupportedTarget(f"the read layer chain differs from the module's forward by {err:.2e} (BatchNorm "
                                 f"folding or an unsupported operation); the target cannot be constructed as read")
+
+
+def fold_input_normalization(model: nn.Module, mean, std) -> nn.Module:
+    """A copy of ``model`` that takes raw inputs: ``(x - mean) / std`` folded into its first layer.
+
+    The papers construct tickets on pixels in [0, 1]; a target trained on normalised inputs has the
+    same function on raw pixels once its first layer absorbs the normalisation (per channel
+    ``mean`` / ``std``). Exact for a first nn.Linear or an unpadded first Conv2d; a zero-padded conv
+    would see padding zeros where the normalised model saw ``-mean / std``, so it is refused.
+    """
+    import copy
+
+    out = copy.deepcopy(model)
+    first = next((m for m in out.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if first is None:
+        raise UnsupportedTarget("the model has no nn.Linear or nn.Conv2d layer to fold the normalisation into")
+    mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
+    std = torch.as_tensor(std, dtype=torch.float64).flatten()
+    if (std <= 0).any():
+        raise ValueError(f"std must be > 0, got {std.tolist()}")
+    with torch.no_grad():
+        w = first.weight.detach().double()
+        b = first.bias.detach().double() if first.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        if isinstance(first, nn.Conv2d):
+            pad = first.padding
+            if isinstance(pad, str) or any(int(p) for p in pad):
+                raise UnsupportedTarget("the first Conv2d is zero-padded: folding the normalisation into it would be "
+                                        "wrong at image borders; normalise the inputs instead")
+            C = w.shape[1]
+            mc, sc = mean.expand(C), std.expand(C)
+            b = b - (w.sum((2, 3)) * (mc / sc).view(1, -1)).sum(1)
+            w = w / sc.view(1, -1, 1, 1)
+        else:  # inputs flattened from [C, H, W]: each input belongs to channel  i // (H * W)
+            n = w.shape[1]
+            C = mean.numel()
+            if n % C:
+                raise ValueError(f"{n} inputs cannot be split into {C} channels")
+            mc, sc = mean.repeat_interleave(n // C), std.repeat_interleave(n // C)
+            b = b - w @ (mc / sc)
+            w = w / sc.view(1, -1)
+        first.weight.copy_(w.to(first.weight.dtype))
+        if first.bias is None:
+            first.bias = nn.Parameter(b.to(first.weight.dtype))
+        else:
+            first.bias.copy_(b.to(first.bias.dtype))
+    return out

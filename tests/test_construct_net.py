@@ -137,3 +137,54 @@ def test_clear_errors_for_unsupported_convolutions():
         ll.construct(small_cnn("sigmoid", steps=1), eps_param=0.01, input_shape=SHAPE)
     with pytest.raises(UnsupportedTarget, match="input_shape"):
         ll.construct(small_cnn("relu", steps=1), eps_param=0.01)
+
+
+class Block(nn.Module):
+    """A ResNet basic block (BN after each conv; a 1x1 strided conv + BN shortcut when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, act: str):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.c2, self.b2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.a1, self.a2 = models.make_activation(act), models.make_activation(act)
+        self.sc = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                   if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x):
+        return self.a2(self.b2(self.c2(self.a1(self.b1(self.c1(x))))) + self.sc(x))
+
+
+def small_resnet(act: str, seed: int = 0, steps: int = 10) -> nn.Module:
+    """Stem conv, an identity block, a downsampling block, global average pooling, Linear head; trained."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), models.make_activation(act), Block(4, 4, 1, act),
+                        Block(4, 6, 2, act), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(5, *SHAPE, generator=g)
+    y = torch.randint(0, 5, (256,), generator=g)
+    x = (templates[y] + 0.3 * torch.rand(256, *SHAPE, generator=g)).clamp(0, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+# the worst-case certificate multiplies the row l1 norms of every layer on a path (10-20 each here,
+# after BN folding), so a 6-layer ResNet needs per-parameter tolerances near 1e-9: eps is larger here
+@pytest.mark.parametrize("act,eps", [("relu", 0.1), ("leaky_relu", 0.1), ("tanh", 0.5)])
+def test_residual_network_in_2L(act, eps):
+    target = small_resnet(act)
+    t = read_net(target, SHAPE)
+    assert [g["add"]["kind"] for g in t.geometry if g["add"]] == ["identity", "layer"]
+    ticket = ll.construct(target, mode="2L", eps=eps, seed=0, domain=(0.0, 1.0), input_shape=SHAPE)
+    rep = ticket.report
+    assert rep["depth"] == {"target": 6, "source": 12}  # the shortcut branch is shorter than the block
+    assert rep["certificate"] <= eps
+    check = ll.verify(target, ticket, domain=(0.0, 1.0), samples=1000, attack_steps=10)
+    assert check["sup_error"] <= rep["certificate"]
+    plan = ticket.arch["kwargs"]["plan"]
+    assert sum("add" in op for op in plan) == 2  # the source has the target's two residual additions
+    with pytest.raises(ConstructionError, match="'2L'"):
+        ll.construct(target, mode="L+1", eps=eps, domain=(0.0, 1.0), input_shape=SHAPE)
