@@ -232,8 +232,9 @@ class _Constructor:
     bias errors) are kept for the certificate.
     """
 
-    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device):
+    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
+        self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
         self.lo, self.hi = lo, hi
         self.src = _Source(seed, device, prefix="layers" if t.geometry else "linears")
         self.H = target_bounds(t, lo, hi)
@@ -441,8 +442,13 @@ class _Constructor:
         self._fit_info(C)
         n_in = inf["p"].shape[1]
         rows_t = torch.tensor(rows, dtype=torch.long)
-        r = rows_t.repeat_interleave(n_in)
-        u = torch.arange(n_in).repeat(len(rows))
+        units = torch.arange(n_in)
+        if inf["tl"] == 0 and len(self.const_inputs):  # folded into the bias: no weight to build
+            keep = torch.ones(n_in, dtype=torch.bool)
+            keep[self.const_inputs] = False
+            units = units[keep]
+        r = rows_t.repeat_interleave(len(units))
+        u = units.repeat(len(rows))
         ok = self._solve_pairs(C, P, r, u, clear=False)
         self.stats["failed_first_try"] += int((~ok).sum())
         for _ in range(self.cfg.max_growth_rounds):
@@ -700,6 +706,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         _check_net(t, psi, first_layer)
     lo, hi = _domain_box(domain, t.widths[0], channels=bool(t.geometry))
     t0 = time.perf_counter()
+    t, const_inputs = _fold_constant_inputs(t, lo, hi)
 
     guarantee = eps_param is None
     ep = eps_param if eps_param is not None else eps / (10.0 * t.depth)  # first guess; the certificate corrects it
@@ -725,7 +732,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                 f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
                    list(layer_eps) if guarantee else None)
-        c = _Constructor(t, cfg, seed, lo, hi, device)
+        c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs)
         c.build()
         cert, per_layer = c.certificate()
         history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,
@@ -750,7 +757,25 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         raise ConstructionError(f"no certified ticket within eps={eps} after {max_rounds} rounds (last certificate "
                                 f"{history[-1]['certificate']:.3g}); raise max_rounds, rho or eps")
     c, cfg, cert, per_layer = best
-    return _to_ticket(c, cfg, cert, per_layer, history, t, mode, eps, eps_param, seed, lo, hi, time.perf_counter() - t0)
+    ticket = _to_ticket(c, cfg, cert, per_layer, history, t, mode, eps, eps_param, seed, lo, hi,
+                        time.perf_counter() - t0)
+    ticket.report["constant_inputs_folded"] = len(const_inputs)
+    return ticket
+
+
+def _fold_constant_inputs(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> tuple[TargetMLP, torch.Tensor]:
+    """Inputs that take one value over the whole domain (e.g. MNIST's border pixels over the data's box)
+    contribute a constant: fold ``w_ij * c_j`` into the first layer's bias and drop their weights, so no
+    subset sum is spent on them. Exact on the domain. Fully connected targets only (a padded conv
+    would see zeros, not the constant, at image borders)."""
+    const = lo == hi
+    if t.geometry or not bool(const.any()):
+        return t, const.nonzero().flatten()[:0]
+    W0 = t.weights[0].clone()
+    b0 = t.biases[0] + W0[:, const] @ lo[const]
+    W0[:, const] = 0.0
+    from dataclasses import replace
+    return replace(t, weights=[W0] + list(t.weights[1:]), biases=[b0] + list(t.biases[1:])), const.nonzero().flatten()
 
 
 def _retune(layer_eps: list[float], c: _Constructor, goal: float) -> list[float]:

@@ -148,3 +148,14 @@ def test_functional_forward_is_read():
 
     t = read_mlp(F())
     assert t.activations == ["leaky_relu:0.2"] and t.widths == [5, 7, 2]
+
+
+def test_inputs_constant_over_the_domain_are_folded_into_biases():
+    target = trained_mlp("relu")
+    lo, hi = torch.tensor([-1.0, 0.3, -1.0, -1.0]), torch.tensor([1.0, 0.3, 1.0, 1.0])  # input 1 is fixed at 0.3
+    ticket = ll.construct(target, mode="L+1", eps=0.01, seed=0, domain=(lo, hi))
+    assert ticket.report["constant_inputs_folded"] == 1
+    assert not ticket.masks["linears.1.weight"].view(ticket.masks["linears.1.weight"].shape[0], -1).any(0)[
+        ticket.masks["linears.0.weight"][:, 1]].any()  # no copy of input 1 is used
+    check = ll.verify(target, ticket, domain=(lo, hi), samples=20_000, attack_steps=50)
+    assert check["sup_error"] <= ticket.report["certificate"] <= 0.01
