@@ -57,10 +57,14 @@ class _Layer:
     w_scale: float
     b_scale: float
     act: str | None
-    W: torch.Tensor   # [rows, cols, taps]: taps = kernel positions (1 for a Linear on a vector)
+    # weights and mask [rows, cols, taps] (taps = kernel positions; 1 for a Linear on a vector) live in
+    # buffers with spare capacity, so growing by a few neurons does not copy a 100M-entry layer each time
+    Wbuf: torch.Tensor
     b: torch.Tensor
-    mW: torch.Tensor
+    mWbuf: torch.Tensor
     mb: torch.Tensor
+    R: int = 0
+    C: int = 0
     prefix: str = "linears"
     geo: dict | None = None    # convolutional sources: {"op": "conv"|"linear", kernel, stride, padding}
     post: list = field(default_factory=list)  # parameter-free ops after the activation (pooling)
@@ -78,7 +82,28 @@ class _Layer:
 
     @property
     def T(self) -> int:
-        return self.W.shape[2]
+        return self.Wbuf.shape[2]
+
+    @property
+    def W(self) -> torch.Tensor:
+        return self.Wbuf[:self.R, :self.C]
+
+    @property
+    def mW(self) -> torch.Tensor:
+        return self.mWbuf[:self.R, :self.C]
+
+    def reserve(self, rows: int, cols: int) -> None:
+        """Room for ``rows`` x ``cols``; reallocates with 25 % spare when it grows."""
+        r_cap, c_cap = self.Wbuf.shape[:2]
+        if rows <= r_cap and cols <= c_cap:
+            return
+        r_new = r_cap if rows <= r_cap else rows + rows // 4
+        c_new = c_cap if cols <= c_cap else cols + cols // 4
+        W = torch.zeros(r_new, c_new, self.T, dtype=self.Wbuf.dtype, device=self.Wbuf.device)
+        M = torch.zeros(r_new, c_new, self.T, dtype=torch.bool, device=self.Wbuf.device)
+        W[:self.R, :self.C] = self.W
+        M[:self.R, :self.C] = self.mW
+        self.Wbuf, self.mWbuf = W, M
 
 
 class _Source:
@@ -93,9 +118,9 @@ class _Source:
                   geo: dict | None = None, post: list | None = None, centre: int = 0) -> _Layer:
         k = len(self.layers)
         L = _Layer(k, float(w_scale), float(b_scale), act,
-                   W=torch.empty(0, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
-                   mW=torch.zeros(0, cols, taps, dtype=torch.bool, device=self.device),
-                   mb=torch.zeros(0, dtype=torch.bool, device=self.device), prefix=self.prefix, geo=geo,
+                   Wbuf=torch.empty(rows, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
+                   mWbuf=torch.zeros(rows, cols, taps, dtype=torch.bool, device=self.device),
+                   mb=torch.zeros(0, dtype=torch.bool, device=self.device), R=0, C=cols, prefix=self.prefix, geo=geo,
                    post=list(post or []), centre=centre)
         self.layers.append(L)
         self.add_rows(L, rows)
@@ -110,18 +135,21 @@ class _Source:
         w = rng.uniform_grid(self.seed, rng.stream_id(L.name + ".weight"), (n, L.W.shape[1] * T), -L.w_scale,
                              L.w_scale, self.device, row_offset=r0).view(n, -1, T)
         b = rng.uniform(self.seed, rng.stream_id(L.name + ".bias"), (n,), -L.b_scale, L.b_scale, self.device, offset=r0)
-        L.W = torch.cat([L.W, w])
+        L.reserve(r0 + n, L.C)
+        L.Wbuf[r0:r0 + n, :L.C] = w
+        L.mWbuf[r0:r0 + n, :L.C] = False
+        L.R = r0 + n
         L.b = torch.cat([L.b, b])
-        L.mW = torch.cat([L.mW, torch.zeros(n, L.W.shape[1], T, dtype=torch.bool, device=self.device)])
         L.mb = torch.cat([L.mb, torch.zeros(n, dtype=torch.bool, device=self.device)])
         nxt = self.layers[L.index + 1] if L.index + 1 < len(self.layers) else None
         if nxt is not None:  # the layer above gains input columns
             c0, T2 = nxt.W.shape[1], nxt.T
             w2 = rng.uniform_grid(self.seed, rng.stream_id(nxt.name + ".weight"), (nxt.W.shape[0], n * T2),
                                   -nxt.w_scale, nxt.w_scale, self.device, col_offset=c0 * T2).view(-1, n, T2)
-            nxt.W = torch.cat([nxt.W, w2], dim=1)
-            nxt.mW = torch.cat([nxt.mW, torch.zeros(nxt.W.shape[0], n, T2, dtype=torch.bool, device=self.device)],
-                               dim=1)
+            nxt.reserve(nxt.R, c0 + n)
+            nxt.Wbuf[:nxt.R, c0:c0 + n] = w2
+            nxt.mWbuf[:nxt.R, c0:c0 + n] = False
+            nxt.C = c0 + n
         return list(range(r0, r0 + n))
 
     def widths(self) -> list[int]:

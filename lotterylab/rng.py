@@ -80,6 +80,15 @@ def random_bits(seed: int, stream: int, count: int, offset: int = 0, device=None
 def bits_at(seed: int, stream: int, idx: torch.Tensor) -> torch.Tensor:
     """32-bit words (int64) for arbitrary non-negative int64 indices ``idx`` (any shape)."""
     k0, k1 = _keys(seed, stream)
+    if idx.device.type == "cpu" and idx.numel() > 4096:  # the compiled loop: same bits, ~10x faster
+        from ._rng_kernels import bits_at_numpy
+
+        return torch.from_numpy(bits_at_numpy(k0, k1, idx.numpy()))
+    return _bits_at_torch(k0, k1, idx)
+
+
+def _bits_at_torch(k0: int, k1: int, idx: torch.Tensor) -> torch.Tensor:
+    """The reference: tensor ops only, any device."""
     lo = idx & _MASK32
     hi = idx >> 32
     h = _fmix32(lo ^ k1)

@@ -74,3 +74,13 @@ def test_cuda_gives_identical_bits():
         cpu = fn(11, s, (10_000,))
         gpu = fn(11, s, (10_000,), device="cuda").cpu()
         assert torch.equal(cpu, gpu)
+
+
+def test_compiled_cpu_path_gives_the_reference_bits():
+    from lotterylab import rng
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 2**62, (50_000,), generator=g, dtype=torch.int64)
+    idx[:6] = torch.tensor([0, 1, 2**32 - 1, 2**32, 2**62 - 1, 7 * 2**24 + 3])
+    k0, k1 = rng._keys(11, rng.stream_id("layers.3.weight"))
+    assert torch.equal(rng.bits_at(11, rng.stream_id("layers.3.weight"), idx), rng._bits_at_torch(k0, k1, idx))
