@@ -263,6 +263,7 @@ class _Constructor:
     def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
         self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
+        self.scale_biases = list(t.biases)  # construct() sets the biases before constant inputs were folded
         self.lo, self.hi = lo, hi
         self.src = _Source(seed, device, prefix="layers" if t.geometry else "linears")
         self.H = target_bounds(t, lo, hi)
@@ -570,7 +571,7 @@ class _Constructor:
         # product layers: 1.5x the largest target parameter, so targets stay within 2/3 of the scale where
         # sums of products are dense (at the edge of the range they fail far more often); plain layers: 1x,
         # since larger candidates raise the l1 masses that amplify errors (theory.md §3.5)
-        W, b = self.t.weights[l], self.t.biases[l]
+        W, b = self.t.weights[l], self.scale_biases[l]
         m = (1.5 if product else 1.0) * max(float(W.abs().max()), float(b.abs().max()), 1e-6)
         if product and self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
             return m / (self._a_scale(l) * self.psi.dphi0)
@@ -734,6 +735,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         _check_net(t, psi, first_layer)
     lo, hi = _domain_box(domain, t.widths[0], channels=bool(t.geometry))
     t0 = time.perf_counter()
+    scale_biases = list(t.biases)  # scales and widths follow the target's own biases, not the folded ones
     t, const_inputs = _fold_constant_inputs(t, lo, hi)
 
     guarantee = eps_param is None
@@ -744,7 +746,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     for rnd in range(max_rounds if guarantee else 1):
         ep = min(layer_eps)
         # widths from the calibration, at the tolerance relative to the largest layer scale
-        wmax = max(float(max(W.abs().max(), b.abs().max())) for W, b in zip(t.weights, t.biases))
+        wmax = max(float(max(W.abs().max(), b.abs().max())) for W, b in zip(t.weights, scale_biases))
         eps_rel = max(ep / max(wmax, 1e-6), 1e-5)
         sign = psi.kind == "relu_like" and first_layer == "sign_trick"
         r = rho or _default_rho(eps_rel, delta, product=False)
@@ -761,6 +763,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
                    list(layer_eps) if guarantee else None)
         c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs)
+        c.scale_biases = scale_biases
         c.build()
         cert, per_layer = c.certificate()
         history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,
