@@ -1,4 +1,4 @@
-"""Strong lottery tickets by construction for fully connected targets: depth L+1 and 2L.
+"""Strong lottery tickets by construction: depth L+1 and 2L, fully connected and convolutional targets.
 
 ``construct(target, mode="L+1", eps=0.01, seed=0, domain=(-1, 1))`` draws ONE random source
 network from ``seed`` and prunes it so that the pruned network approximates ``target`` within
@@ -22,15 +22,22 @@ Source weights are drawn uniformly, one scale per layer, with grid addressing
 neurons** — a failed copy is replaced by a new row, a failed single-row instance gets one more
 candidate neuron in the layer below — and nothing already drawn changes. The error certificate
 (interval bounds of the target's hidden units over the domain, propagated with the realised
-subsets' l1 masses, §3.5) is computed from the realised ticket; in guarantee mode the
-per-parameter tolerance is tightened or widened until the certificate is <= eps.
+subsets' l1 masses, §3.5) is computed from the realised ticket; in guarantee mode each layer's
+tolerance is tightened or widened until the certificate is <= eps.
+
+Convolutional targets (:func:`lotterylab.target.read_net`) use the same code: every source layer
+is ``[rows, cols, taps]`` (a k x k conv has k*k taps, a Linear after Flatten one tap per position,
+a Linear on a vector one), every (row, unit, tap) is one instance over the unit's copies at that
+tap, univariate layers are 1x1 convs, and biases are carried by constant channels through the
+centre tap only (inside the image at every output, so borders are exact). Residual targets are
+built in 2L, whose assembling layers carry exactly the target's channels (theory.md §4.2).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -805,7 +812,6 @@ def _fold_constant_inputs(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> t
     W0 = t.weights[0].clone()
     b0 = t.biases[0] + W0[:, const] @ lo[const]
     W0[:, const] = 0.0
-    from dataclasses import replace
     return replace(t, weights=[W0] + list(t.weights[1:]), biases=[b0] + list(t.biases[1:])), const.nonzero().flatten()
 
 

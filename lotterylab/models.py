@@ -219,10 +219,12 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
 
 
 class SourceNet(nn.Module):
-    """The random source network of a convolutional construction: a chain of ops from ``plan``,
+    """The random source network of a convolutional construction: the ops of ``plan`` in order,
     each ``{"op": "conv", in, out, kernel, stride, padding}``, ``{"op": "linear", in, out}``
     (flattening its input), ``{"op": "act", "name"}`` or a parameter-free op of :func:`apply_op`.
-    Weight layers are ``layers.<k>`` in order."""
+    A weight op may read another op's output (``"input"``: its plan position, -1 the network
+    input) and add one before the next activation (``"add"``): residual sources. Weight layers
+    are ``layers.<k>`` in order."""
 
     def __init__(self, plan: Sequence[dict], input_shape: Sequence[int]):
         super().__init__()
