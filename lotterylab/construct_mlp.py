@@ -78,6 +78,7 @@ class _Layer:
     centre: int = 0            # the tap that carries biases: inside the image at every output position
     input_layer: int | None = None  # source layer whose output it reads (None: the one before; -1: the input)
     add_from: int | None = None     # residual: source layer whose output is added before the activation
+    links: set = field(default_factory=set)  # L+1 residual: layers added row by row to / from this one
     # roles of rows
     unit_rows: dict = field(default_factory=dict)   # univariate layer: input unit -> rows copying it
     copy_rows: dict = field(default_factory=dict)   # copy / assembling layer: target neuron -> rows
@@ -119,16 +120,21 @@ class _Source:
     def __init__(self, seed: int, device, prefix: str = "linears"):
         self.seed, self.device, self.prefix = seed, device, prefix
         self.layers: list[_Layer] = []
+        self.readers: dict[int, list[int]] = {}  # layer -> layers that read its output (gain columns when it grows)
         self.grown = 0  # neurons added because an instance failed
 
     def add_layer(self, rows: int, cols: int, w_scale: float, b_scale: float, act: str | None, taps: int = 1,
-                  geo: dict | None = None, post: list | None = None, centre: int = 0) -> _Layer:
+                  geo: dict | None = None, post: list | None = None, centre: int = 0,
+                  reads: int | None = None) -> _Layer:
+        """A new layer reading layer ``reads`` (default: the last one; -1: the network input)."""
         k = len(self.layers)
+        reads = k - 1 if reads is None else reads
+        self.readers.setdefault(reads, []).append(k)
         L = _Layer(k, float(w_scale), float(b_scale), act,
                    Wbuf=torch.empty(rows, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
                    mWbuf=torch.zeros(rows, cols, taps, dtype=torch.bool, device=self.device),
                    mb=torch.zeros(0, dtype=torch.bool, device=self.device), R=0, C=cols, prefix=self.prefix, geo=geo,
-                   post=list(post or []), centre=centre)
+                   post=list(post or []), centre=centre, input_layer=None if reads == k - 1 else reads)
         self.layers.append(L)
         self.add_rows(L, rows)
         return L
@@ -148,8 +154,7 @@ class _Source:
         L.R = r0 + n
         L.b = torch.cat([L.b, b])
         L.mb = torch.cat([L.mb, torch.zeros(n, dtype=torch.bool, device=self.device)])
-        nxt = self.layers[L.index + 1] if L.index + 1 < len(self.layers) else None
-        if nxt is not None:  # the layer above gains input columns
+        for nxt in (self.layers[i] for i in self.readers.get(L.index, [])):  # its readers gain input columns
             c0, T2 = nxt.W.shape[1], nxt.T
             w2 = rng.uniform_grid(self.seed, rng.stream_id(nxt.name + ".weight"), (nxt.W.shape[0], n * T2),
                                   -nxt.w_scale, nxt.w_scale, self.device, col_offset=c0 * T2).view(-1, n, T2)
@@ -297,12 +302,12 @@ class _Constructor:
         return res
 
     # -- layers ------------------------------------------------------------------------------------
-    def univariate_layer(self, n_in: int, a_scale: float, spatial: bool = False) -> _Layer:
+    def univariate_layer(self, n_in: int, a_scale: float, spatial: bool = False, reads: int | None = None) -> _Layer:
         """Copies of each input unit (a 1x1 conv on a feature map) plus constant neurons."""
         rho1, rb = self.cfg.rho_first, self.cfg.rho_b
         geo = {"op": "conv", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0]} if spatial else {"op": "linear"}
         # biases U[-2, 2] as in the LT-existence code: constants phi(beta) up to ~2 reach larger bias targets
-        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name, geo=geo)
+        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name, geo=geo, reads=reads)
         L.unit_rows = {j: list(range(j * rho1, (j + 1) * rho1)) for j in range(n_in)}
         L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1), 0] = True
         L.const_rows = list(range(n_in * rho1, n_in * rho1 + rb))
@@ -429,9 +434,8 @@ class _Constructor:
             cols = torch.tensor([c for j in P.unit_rows for c in P.unit_rows[j]], dtype=torch.long)
             Wsel = (C.W[rows][:, cols].double().cpu() * C.mW[rows][:, cols].cpu())
             targets -= self.psi.phi0 * Wsel.sum((1, 2))
-        act = acts_mod.get(P.act) if P.act else acts_mod.get("identity")
         crow = torch.tensor(P.const_rows, dtype=torch.long)
-        kappa = act(P.b[crow].double().cpu())
+        kappa = self._const_value(P, crow)
         use = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
         crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
         if len(crow) == 0:
@@ -443,7 +447,7 @@ class _Constructor:
         C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1), tc] = False
         sel = res.mask
         C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel], tc] = True
-        P.mb[crow[sel.any(0)]] = True  # constants in use keep their bias
+        self._keep_constant(P, crow[sel.any(0)])
         inf["bias_err"][rows] = (res.sum.double() - targets).abs()
         inf["bias_ok"][rows] = res.ok
         return res.ok
@@ -457,20 +461,62 @@ class _Constructor:
                 P.unit_rows[j].append(r)
             P.mW[torch.tensor(new), torch.tensor(units), 0] = True
         else:
-            new = self.src.add_rows(P, len(units))
-            self._fit_info(P)
-            self.info[P.index]["neuron"][torch.tensor(new)] = torch.tensor(units)
-            self._solve_rows(P, self.src.layers[P.index - 1], new)
-            for r, j in zip(new, units):
-                P.copy_rows[j].append(r)
+            # layers joined by row-by-row skips grow together, so row r stays a copy of the same channel
+            group = self._group(P)
+            added = {}
+            for M in group:
+                added[M.index] = self.src.add_rows(M, len(units))
+                self._fit_info(M)
+                self.info[M.index]["neuron"][torch.tensor(added[M.index])] = torch.tensor(units)
+            for M in group:
+                self._solve_rows(M, self.src.layers[self._reads(M)], added[M.index])
+                for r, j in zip(added[M.index], units):
+                    M.copy_rows[j].append(r)
+            new = [r for rs in added.values() for r in rs]
         self.src.grown += len(new)
 
+    def _group(self, P: _Layer) -> list[_Layer]:
+        """P and every layer joined to it by row-by-row skips (L+1 residual), in build order."""
+        seen, todo = {P.index}, [P.index]
+        while todo:
+            for k in self.src.layers[todo.pop()].links:
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        return [self.src.layers[k] for k in sorted(seen)]
+
+    def _reads(self, P: _Layer) -> int:
+        return P.index - 1 if P.input_layer is None else P.input_layer
+
+    def _partner(self, P: _Layer) -> _Layer | None:
+        """The copy layer P adds row by row (L+1 residual), if any."""
+        if P.add_from is None or P.add_from < 0 or P.add_from not in self.info or self.cfg.mode != "L+1":
+            return None
+        return self.src.layers[P.add_from]
+
+    def _const_value(self, P: _Layer, rows: torch.Tensor) -> torch.Tensor:
+        """Output of constant rows of P (its bias, plus the constant added by a row-by-row skip)."""
+        z = P.b[rows].double().cpu()
+        partner = self._partner(P)
+        if partner is not None and partner.act is not None:  # (a linear shortcut's constant rows are pruned: 0)
+            z = z + self._const_value(partner, rows)
+        act = acts_mod.get(P.act) if P.act else acts_mod.get("identity")
+        return act(z)
+
+    def _keep_constant(self, P: _Layer, rows: torch.Tensor) -> None:
+        """Constants in use keep their bias, and so do the constants their skip adds."""
+        P.mb[rows] = True
+        partner = self._partner(P)
+        if partner is not None and partner.act is not None:
+            self._keep_constant(partner, rows)
+
     def _grow_constants(self, P: _Layer, n: int = 2):
-        new = self.src.add_rows(P, n)
-        P.const_rows.extend(new)
-        if P.index in self.info:
-            self._fit_info(P)
-        self.src.grown += len(new)
+        for M in self._group(P):  # (joined layers keep equal layouts)
+            new = self.src.add_rows(M, n)
+            M.const_rows.extend(new)
+            if M.index in self.info:
+                self._fit_info(M)
+            self.src.grown += len(new)
 
     def _solve_rows(self, C: _Layer, P: _Layer, rows: list[int]):
         """Solve every pair and the bias of ``rows``; repair failures by growing P."""
@@ -530,23 +576,40 @@ class _Constructor:
         t, cfg = self.t, self.cfg
         L = t.depth
         if cfg.mode == "L+1":
-            prev = self.univariate_layer(t.widths[0], self._a_scale(0), spatial=self._spatial_in(0))
+            # residual targets: a layer that adds a branch gets the branch's row layout (row r of both
+            # copies the same target channel), and the source adds branch row r to row r: the skip is exact
+            c_of = {-1: self.univariate_layer(t.weights[0].shape[1], self._a_scale(0),
+                                              spatial=self._spatial_in(0)).index}
             for l in range(L):
                 last = l == L - 1
-                n_l = t.widths[l + 1]
-                copies = 1 if last else cfg.rho
-                rows_n = n_l * copies + (0 if last else cfg.rho_b)
+                n_l, n_in = t.weights[l].shape[:2]
+                prev = self.src.layers[c_of[_input_of(t, l)]]
+                add = _add_of(t, l)
+                partner = self.src.layers[c_of[add["from"]]] if add is not None else None
+                if partner is not None:
+                    rows_n = partner.R
+                else:
+                    copies = 1 if last else cfg.rho
+                    rows_n = n_l * copies + (0 if last else cfg.rho_b)
                 g = self._geo(l)
-                C = self.src.add_layer(rows_n, prev.W.shape[0], self._w_scale(l, l == 0), 2.0,
+                C = self.src.add_layer(rows_n, prev.R, self._w_scale(l, _input_of(t, l) < 0), 2.0,
                                        None if last else t.activations[l], g["taps"], g["geo"], g["post"],
-                                       g["centre"])
-                C.copy_rows = {i: list(range(i * copies, (i + 1) * copies)) for i in range(n_l)}
-                C.const_rows = [] if last else list(range(n_l * copies, rows_n))
-                self._new_info(C, t.widths[l], l, product=l == 0)
+                                       g["centre"], reads=prev.index)
+                C.add_from = partner.index if partner is not None else None
+                self._new_info(C, n_in, l, product=_input_of(t, l) < 0)
                 self._fit_info(C)
-                self.info[C.index]["neuron"][:n_l * copies] = torch.arange(n_l).repeat_interleave(copies)
+                if partner is not None:
+                    C.copy_rows = {i: list(rs) for i, rs in partner.copy_rows.items()}
+                    C.const_rows = list(partner.const_rows)
+                    self.info[C.index]["neuron"][:] = self.info[partner.index]["neuron"][:rows_n]
+                    partner.links.add(C.index)
+                    C.links.add(partner.index)
+                else:
+                    C.copy_rows = {i: list(range(i * copies, (i + 1) * copies)) for i in range(n_l)}
+                    C.const_rows = [] if last else list(range(n_l * copies, rows_n))
+                    self.info[C.index]["neuron"][:n_l * copies] = torch.arange(n_l).repeat_interleave(copies)
                 self._solve_rows(C, prev, [r for rs in C.copy_rows.values() for r in rs])
-                prev = C
+                c_of[l] = C.index
         else:  # 2L: per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer
             # residual targets: U reads the assembling layer of the target layer's input, and the
             # assembling layers (which carry exactly the target's channels) add their branch as the target does
@@ -554,14 +617,14 @@ class _Constructor:
             for l in range(L):
                 last = l == L - 1
                 n_out, n_in = t.weights[l].shape[:2]
-                U = self.univariate_layer(n_in, self._a_scale(l), spatial=self._spatial_in(l))
-                U.input_layer = a_of[_input_of(t, l)]
+                U = self.univariate_layer(n_in, self._a_scale(l), spatial=self._spatial_in(l),
+                                          reads=a_of[_input_of(t, l)])
                 g = self._geo(l)
                 A = self.src.add_layer(n_out, U.W.shape[0], self._w_scale(l, True), 1.0,
                                        None if last else t.activations[l], g["taps"], g["geo"], g["post"],
                                        g["centre"])
                 add = _add_of(t, l)
-                A.input_layer, A.add_from = U.index, (a_of[add["from"]] if add is not None else None)
+                A.add_from = a_of[add["from"]] if add is not None else None
                 a_of[l] = A.index
                 A.copy_rows = {i: [i] for i in range(n_out)}
                 self._new_info(A, n_in, l, product=True)
@@ -719,9 +782,6 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     for a in t.activations:
         if a is not None:  # (None: a residual shortcut layer, linear)
             acts_mod.get(a)  # refuses activations the constructions cannot handle
-    if mode == "L+1" and any(_add_of(t, k) for k in range(t.depth)):
-        raise ConstructionError("residual targets are constructed in mode '2L' so far (its assembling layers carry the "
-                                "target's channels, so skips connect them exactly); use mode='2L'")
     first_name = t.activations[0] if t.depth > 1 else "relu"
     psi = acts_mod.get(first_name)
     if first_layer is None:
