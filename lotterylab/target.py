@@ -405,7 +405,7 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
             m = detail
             if stage != "post":
                 raise UnsupportedTarget(f"module {node.target!r}: two weight layers without an activation between "
-                                            f"them; merge them into one layer first")
+                                        f"them; merge them into one layer first")
             w = m.weight.detach().to("cpu", torch.float64)
             b = (m.bias.detach().to("cpu", torch.float64) if m.bias is not None else
                  torch.zeros(w.shape[0], dtype=torch.float64))
