@@ -30,7 +30,6 @@ _ACT_FUNCTIONS = {torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", torch.
                   F.gelu: "gelu", F.elu: "elu", F.softplus: "softplus", F.leaky_relu: "leaky_relu",
                   torch.nn.functional.tanh: "tanh", torch.nn.functional.sigmoid: "sigmoid"}
 _ACT_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
-_PASS_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
 SUPPORTED = ("nn.Linear; activations ReLU, LeakyReLU, Tanh, Sigmoid, GELU (exact), SiLU, ELU (alpha=1), "
              "Softplus (beta=1) as modules or functions; Flatten / flatten / view(B, -1) before the first "
              "Linear; Dropout and Identity anywhere")
@@ -118,22 +117,25 @@ def _activation_of_module(m: nn.Module) -> str | None | bool:
     return False
 
 
-def read_mlp(target: nn.Module) -> TargetMLP:
-    """Trace ``target`` and return its layers; raises :class:`UnsupportedTarget` naming the node."""
+def _trace(target: nn.Module, supported: str) -> fx.GraphModule:
     if not isinstance(target, nn.Module):
         raise UnsupportedTarget(f"target must be an nn.Module, got {type(target).__name__}")
     try:
-        gm = fx.symbolic_trace(target)
+        return fx.symbolic_trace(target)
     except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "not traceable"
         raise UnsupportedTarget(f"cannot trace the target with torch.fx ({type(e).__name__}: {e}); its forward must "
-                                f"be a plain chain of supported layers: {SUPPORTED}") from None
+                                f"be built from supported layers: {supported}") from None
+
+
+def read_mlp(target: nn.Module) -> TargetMLP:
+    """Trace ``target`` and return its layers; raises :class:`UnsupportedTarget` naming the node."""
+    gm = _trace(target, SUPPORTED)
     modules = dict(gm.named_modules())
     linears: list[nn.Linear] = []
     names: list[str] = []
     acts: list[str | None] = []  # activation after each linear (None = none yet)
     seen_input = False
     for node in gm.graph.nodes:
-        what = None  # "linear", an activation name, "pass", or "flatten"
         if node.op == "placeholder":
             if seen_input:
                 raise UnsupportedTarget(f"node {node.name!r}: the target takes more than one input")
@@ -141,47 +143,13 @@ def read_mlp(target: nn.Module) -> TargetMLP:
             continue
         if node.op == "output":
             continue
-        if node.op == "call_module":
-            m = modules[node.target]
-            if isinstance(m, nn.Linear):
-                what = "linear"
-            elif isinstance(m, _PASS_MODULES):
-                what = "flatten" if isinstance(m, nn.Flatten) else "pass"
-            else:
-                a = _activation_of_module(m)
-                if a is False:
-                    raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; "
-                                            f"supported: {SUPPORTED}")
-                what = a or "pass"
-        elif node.op == "call_function":
-            if node.target in (torch.flatten,):
-                what = "flatten"
-            elif node.target is F.dropout:
-                what = "pass"
-            elif node.target in _ACT_FUNCTIONS:
-                what = _ACT_FUNCTIONS[node.target]
-                if what == "leaky_relu":
-                    slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
-                    what = "leaky_relu" if slope == 0.01 else f"leaky_relu:{slope}"
-                if what in ("gelu",) and node.kwargs.get("approximate", "none") != "none":
-                    raise UnsupportedTarget(f"node {node.name!r}: tanh-approximate GELU is not supported")
-            elif node.target in (operator.add, operator.mul, torch.add, torch.cat, torch.matmul):
-                raise UnsupportedTarget(f"node {node.name!r} ({getattr(node.target, '__name__', node.target)}): "
-                                        f"a fully connected target is a plain chain; residual additions and other "
-                                        f"operations are not supported here. Supported: {SUPPORTED}")
-            else:
-                raise UnsupportedTarget(f"node {node.name!r} calls {getattr(node.target, '__name__', node.target)}, "
-                                        f"which is not supported; supported: {SUPPORTED}")
-        elif node.op == "call_method":
-            if node.target in ("flatten", "view", "reshape") and not linears:
-                what = "flatten"
-            elif node.target in _ACT_METHODS:
-                what = _ACT_METHODS[node.target]
-            else:
-                raise UnsupportedTarget(f"node {node.name!r}: method .{node.target}() is not supported; "
-                                        f"supported: {SUPPORTED}")
-        else:
-            raise UnsupportedTarget(f"node {node.name!r} ({node.op}) is not supported; supported: {SUPPORTED}")
+        kind, detail = _classify(node, modules, SUPPORTED)
+        if kind in ("conv", "bn", "pool"):
+            name = detail["op"] if kind == "pool" else type(detail).__name__
+            raise UnsupportedTarget(f"node {node.name!r} ({name}): a fully connected target is a chain of nn.Linear "
+                                    f"layers; convolutional targets are read by read_net (construct(..., "
+                                    f"input_shape=(C, H, W))). Supported here: {SUPPORTED}")
+        what = detail if kind == "act" else kind  # "linear", "flatten", "pass" or an activation name
 
         if what == "linear":
             if linears and acts[-1] is None:
@@ -248,7 +216,7 @@ def _pool_op(kind: str, node_name: str, kernel_size=None, stride=None, padding=0
     return op
 
 
-def _classify(node, modules) -> tuple[str, object]:
+def _classify(node, modules, supported: str = NET_SUPPORTED) -> tuple[str, object]:
     """What a traced node is: ("linear"|"conv"|"bn"|"pool"|"flatten"|"pass"|"act", detail)."""
     if node.op == "call_module":
         m = modules[node.target]
@@ -272,13 +240,13 @@ def _classify(node, modules) -> tuple[str, object]:
             return "pool", _pool_op("adaptive_avgpool2d", node.name, output_size=m.output_size)
         if isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose1d, nn.Conv1d, nn.Conv3d)):
             raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; supported: "
-                                    f"{NET_SUPPORTED}")
+                                    f"{supported}")
         if isinstance(m, nn.MultiheadAttention):
-            raise UnsupportedTarget(f"module {node.target!r}: attention is not supported; supported: {NET_SUPPORTED}")
+            raise UnsupportedTarget(f"module {node.target!r}: attention is not supported; supported: {supported}")
         a = _activation_of_module(m)
         if a is False:
             raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; supported: "
-                                    f"{NET_SUPPORTED}")
+                                    f"{supported}")
         return ("act", a) if a else ("pass", None)
     if node.op == "call_function":
         fn = node.target
@@ -303,21 +271,22 @@ def _classify(node, modules) -> tuple[str, object]:
                 raise UnsupportedTarget(f"node {node.name!r}: tanh-approximate GELU is not supported")
             return "act", what
         if fn in (operator.add, torch.add, operator.iadd):
-            raise UnsupportedTarget(f"node {node.name!r} ({getattr(fn, '__name__', fn)}): residual additions are not "
-                                    f"supported by the constructions yet; supported: {NET_SUPPORTED}")
+            raise UnsupportedTarget(f"node {node.name!r} ({getattr(fn, '__name__', fn)}): residual additions are read "
+                                    f"for convolutional targets only (read_net; construct(..., input_shape=...)); "
+                                    f"supported here: {supported}")
         raise UnsupportedTarget(f"node {node.name!r} calls {getattr(fn, '__name__', fn)}, which is not supported; "
-                                f"supported: {NET_SUPPORTED}")
+                                f"supported: {supported}")
     if node.op == "call_method":
         if node.target in ("flatten", "view", "reshape"):
             return "flatten", None
         if node.target in _ACT_METHODS:
             return "act", _ACT_METHODS[node.target]
         if node.target in ("add", "add_"):
-            raise UnsupportedTarget(f"node {node.name!r}: residual additions are not supported by the constructions "
-                                    f"yet; supported: {NET_SUPPORTED}")
+            raise UnsupportedTarget(f"node {node.name!r}: residual additions are read for convolutional targets "
+                                    f"only (read_net; construct(..., input_shape=...)); supported here: {supported}")
         raise UnsupportedTarget(f"node {node.name!r}: method .{node.target}() is not supported; supported: "
-                                f"{NET_SUPPORTED}")
-    raise UnsupportedTarget(f"node {node.name!r} ({node.op}) is not supported; supported: {NET_SUPPORTED}")
+                                f"{supported}")
+    raise UnsupportedTarget(f"node {node.name!r} ({node.op}) is not supported; supported: {supported}")
 
 
 def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,14 +313,8 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
     Linear chain gives ``geometry == []`` (see :func:`read_mlp`). BatchNorm is folded into the
     layer before, and the read graph is checked against the module's own forward.
     """
-    if not isinstance(target, nn.Module):
-        raise UnsupportedTarget(f"target must be an nn.Module, got {type(target).__name__}")
     shape = tuple(int(s) for s in input_shape)
-    try:
-        gm = fx.symbolic_trace(target)
-    except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "not traceable"
-        raise UnsupportedTarget(f"cannot trace the target with torch.fx ({type(e).__name__}: {e}); its forward must "
-                                f"be built from supported layers: {NET_SUPPORTED}") from None
+    gm = _trace(target, NET_SUPPORTED)
     modules = dict(gm.named_modules())
     layers: list[dict] = []  # name, w, b, geo, act, post, bn, input, add
     # value of each traced node: (layer index or -1 for the input, stage "pre" | "post", shape)
