@@ -12,15 +12,8 @@ from lotterylab.target import UnsupportedTarget, read_net
 SHAPE = (1, 12, 12)
 
 
-def small_cnn(act: str, seed: int = 0, steps: int = 60, batch_norm: bool = False) -> nn.Module:
-    """Two 3x3 padded convs (4 channels), max pooling, average pooling, Linear head on 12x12 inputs,
-    trained to separate 5 random class templates (a real, trained target)."""
-    torch.manual_seed(seed)
-    a = lambda: models.make_activation(act)  # noqa: E731
-    bn = [nn.BatchNorm2d(4)] if batch_norm else []
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), a(), nn.MaxPool2d(2),
-                        nn.Conv2d(4, 4, 3, padding=1, bias=not batch_norm), *bn, a(), nn.AdaptiveAvgPool2d(2),
-                        nn.Flatten(), nn.Linear(16, 5))
+def trained_on_templates(net: nn.Module, seed: int, steps: int) -> nn.Module:
+    """Train ``net`` to separate 5 random 12x12 class templates with noise (a real, trained target)."""
     g = torch.Generator().manual_seed(seed)
     templates = torch.rand(5, *SHAPE, generator=g)
     y = torch.randint(0, 5, (256,), generator=g)
@@ -31,6 +24,18 @@ def small_cnn(act: str, seed: int = 0, steps: int = 60, batch_norm: bool = False
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
     return net.eval()
+
+
+def small_cnn(act: str, seed: int = 0, steps: int = 60, batch_norm: bool = False) -> nn.Module:
+    """Two 3x3 padded convs (4 channels), max pooling, average pooling, Linear head on 12x12 inputs,
+    trained to separate 5 random class templates (a real, trained target)."""
+    torch.manual_seed(seed)
+    a = lambda: models.make_activation(act)  # noqa: E731
+    bn = [nn.BatchNorm2d(4)] if batch_norm else []
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), a(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 4, 3, padding=1, bias=not batch_norm), *bn, a(), nn.AdaptiveAvgPool2d(2),
+                        nn.Flatten(), nn.Linear(16, 5))
+    return trained_on_templates(net, seed, steps)
 
 
 @pytest.mark.parametrize("act,mode", [("relu", "L+1"), ("relu", "2L"), ("tanh", "L+1"), ("tanh", "2L"),
@@ -159,16 +164,7 @@ def small_resnet(act: str, seed: int = 0, steps: int = 10) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), models.make_activation(act), Block(4, 4, 1, act),
                         Block(4, 6, 2, act), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.rand(5, *SHAPE, generator=g)
-    y = torch.randint(0, 5, (256,), generator=g)
-    x = (templates[y] + 0.3 * torch.rand(256, *SHAPE, generator=g)).clamp(0, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    return net.eval()
+    return trained_on_templates(net, seed, steps)
 
 
 # the worst-case certificate multiplies the row l1 norms of every layer on a path (10-20 each here,
