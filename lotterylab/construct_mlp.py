@@ -272,10 +272,11 @@ class _Constructor:
     bias errors) are kept for the certificate.
     """
 
-    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None):
+    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None, scale_biases=None):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
         self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
-        self.scale_biases = list(t.biases)  # construct() sets the biases before constant inputs were folded
+        # layer scales follow the target's own biases (before constant inputs were folded into them)
+        self.scale_biases = list(scale_biases if scale_biases is not None else t.biases)
         self.lo, self.hi = lo, hi
         self.src = _Source(seed, device, prefix="layers" if t.geometry else "linears")
         self.H = target_bounds(t, lo, hi)
@@ -829,8 +830,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                 f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
                    list(layer_eps) if guarantee else None)
-        c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs)
-        c.scale_biases = scale_biases
+        c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs, scale_biases)
         c.build()
         cert, per_layer = c.certificate()
         history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,
