@@ -122,7 +122,8 @@ def training_curves(histories: dict, path, title: str = "training", key: str = "
     return _save(fig, path)
 
 
-def threshold_plot(found, fit: dict, bound: list[dict], cells: list[dict], sizes, its, path) -> Path:
+def threshold_plot(found, fit: dict, bound: list[dict], cells: list[dict], sizes, its, path,
+                   level: float | None = None) -> Path:
     """Left: measured T*(m) against log m with the fitted line and the bound's shape (scaled).
     Right: dense (dashed) and GFS-pruned (solid) training loss against pre-training iterations."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11.0, 4.0))
@@ -150,6 +151,8 @@ def threshold_plot(found, fit: dict, bound: list[dict], cells: list[dict], sizes
         t = [max(c["t"], 1) for c in rows]
         b.plot(t, [c["pruned_train_loss"] for c in rows], "-", color=col, label=f"m={m}")
         b.plot(t, [c["dense_train_loss"] for c in rows], "--", color=col, lw=0.8)
+    if level is not None:
+        b.axhline(level, color="k", lw=0.8, ls=":", label=f"T* level {level:g}")
     b.set_xscale("log")
     b.set_yscale("log")
     b.set_xlabel("pre-training iterations t (t=0 drawn at 1)")

@@ -4,8 +4,8 @@ The study: pre-train a two-layer MLP on nested data subsets of sizes m, keep che
 log-spaced grid of iterations t, run greedy forward selection (:mod:`lotterylab.find.gfs`) at a
 fixed neuron budget on every (m, t), and record the pruned network's training and test loss and
 accuracy beside the dense network's. ``T*(m)`` is the first t at which the pruned training loss
-is within ``tol`` of the dense network's loss at the end of pre-training; the theory predicts it
-grows linearly in log m.
+reaches a fixed level (theory.md §7.2: "the minimal pre-training iterations needed for a fixed
+pruned loss"); the theory predicts it grows linearly in log m.
 
 Resumable: each subset's pre-training writes its checkpoints once; each (m, t) cell writes its
 JSON once; rerunning recomputes nothing finished.
@@ -42,14 +42,17 @@ class PretrainStudyConfig:
     width: int = field(default=512, metadata={"help": "hidden neurons of the two-layer MLP"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate of the pre-training"})
     batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
-    neurons: int = field(default=128, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
-    gfs_batch: int = field(default=2048, metadata={"help": "examples GFS selects on (from the subset)"})
+    neurons: int = field(default=256, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
+    steps_per_neuron: float = field(default=1.5, metadata={"help": "GFS picks per budgeted neuron (re-weighting)"})
+    gfs_batch: int = field(default=1024, metadata={"help": "examples GFS selects on (from the subset)"})
     pool: int = field(default=128, metadata={"help": "GFS random candidate pool per pick (0: all neurons)"})
     step: str = field(default="1/k", metadata={"help": "GFS step: 1/k or line", "choices": ["1/k", "line"]})
-    rule: str = field(default="plateau", metadata={
-        "help": "T*(m): first t whose pruned train loss is <= (plateau) its lowest value + tol x its total drop "
-                "from t=0, or (dense) the dense loss at the last t + tol", "choices": ["plateau", "dense"]})
-    tol: float = field(default=0.1, metadata={"help": "T* tolerance (plateau: fraction of the drop; dense: loss)"})
+    rule: str = field(default="level", metadata={
+        "help": "T*(m): first t whose pruned train loss is <= (level) --tol, a fixed loss; (plateau) its lowest "
+                "value + tol x its total drop from t=0; (dense) the dense loss at the last t + tol",
+        "choices": ["level", "plateau", "dense"]})
+    tol: float = field(default=0.15, metadata={"help": "T* tolerance (level: the loss level; plateau: fraction "
+                                                       "of the drop; dense: loss above the dense loss)"})
     seed: int = field(default=0, metadata={"help": "seed of the subsets, the init and the data order"})
 
 
@@ -129,7 +132,7 @@ def cell(cfg: PretrainStudyConfig, data: DataSplits, m: int, t: int, out: Path, 
     model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in tensors.items()})
     t0 = time.perf_counter()
     small, rec = gfs(model, sub, GFSConfig(neurons=cfg.neurons, batch=cfg.gfs_batch, step=cfg.step, seed=cfg.seed,
-                                           pool=cfg.pool))
+                                           pool=cfg.pool, steps_per_neuron=cfg.steps_per_neuron))
     dt = time.perf_counter() - t0
     dense_train, dense_train_acc = _loss_acc(model, sub.train)
     dense_test, dense_test_acc = _loss_acc(model, data.test)
@@ -144,9 +147,11 @@ def cell(cfg: PretrainStudyConfig, data: DataSplits, m: int, t: int, out: Path, 
     return res
 
 
-def threshold(cells: list[dict], m: int, tol: float, rule: str = "plateau") -> int | None:
+def threshold(cells: list[dict], m: int, tol: float, rule: str = "level") -> int | None:
     """T*(m), the first t whose pruned train loss P(t) is close to a reference:
 
+    * ``level``: ``P(t) <= tol`` -- a fixed pruned loss, the same for every m: the reading of the
+      theorem (after T* ~ log m iterations the pruned loss reaches a level set by the budget n);
     * ``plateau``: ``P(t) <= P_min + tol * (P(0) - P_min)`` -- the subnetwork has made all but
       ``tol`` of its improvement; "enough" pre-training is where more of it stops helping. The
       theorem's pruned loss decays to an O(1/n) floor that a fixed budget n cannot beat, so this
@@ -157,13 +162,15 @@ def threshold(cells: list[dict], m: int, tol: float, rule: str = "plateau") -> i
     rows = sorted((c for c in cells if c["m"] == m), key=lambda c: c["t"])
     if not rows:
         return None
-    if rule == "dense":
+    if rule == "level":
+        target = tol
+    elif rule == "dense":
         target = rows[-1]["dense_train_loss"] + tol
     elif rule == "plateau":
         low = min(c["pruned_train_loss"] for c in rows)
         target = low + tol * (rows[0]["pruned_train_loss"] - low)
     else:
-        raise ValueError(f"unknown threshold rule {rule!r}; use plateau or dense")
+        raise ValueError(f"unknown threshold rule {rule!r}; use level, plateau or dense")
     return next((c["t"] for c in rows if c["pruned_train_loss"] <= target), None)
 
 
@@ -252,13 +259,27 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
     t0 = time.perf_counter()
     cells = []
     if workers > 1:
+        import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
         # largest subsets first: they take longest, so the pool ends evenly
         order = sorted(sizes, reverse=True)
-        with ProcessPoolExecutor(workers) as pool:
-            done = dict(zip(order, pool.map(_size_job, [cfg] * len(order), [data.name] * len(order), order,
-                                            [out] * len(order), [1] * len(order))))
+        # fresh interpreters with one OpenMP and one numba thread each: forked workers inherited a
+        # 2-thread numba (OpenMP layer) pool whose spinning threads slowed two workers 8x (measured:
+        # two workers, 400 iterations + 2 cells each, 84 s; 9.9 s with one numba thread)
+        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+        os.environ.update({k: "1" for k in saved})  # (workers start on the first submit: kept until done)
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                done = dict(zip(order, pool.map(_size_job, [cfg] * len(order), [data.name] * len(order), order,
+                                                [out] * len(order), [1] * len(order))))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         for m in sizes:
             cells.extend(done[m])
     else:
@@ -270,8 +291,16 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
         log(f"m={m}: pruned train loss " + " ".join(f"t{c['t']}={c['pruned_train_loss']:.3f}" for c in cells
                                                      if c["m"] == m))
     ts = {m: threshold(cells, m, cfg.tol, cfg.rule) for m in sizes}
-    other = "dense" if cfg.rule == "plateau" else "plateau"
-    ts_other = {m: threshold(cells, m, cfg.tol, other) for m in sizes}
+    # robustness: T*(m) and the fitted slope at neighbouring levels, reported beside the chosen one
+    levels = {}
+    if cfg.rule == "level":
+        for lv in (cfg.tol * 2 / 3, cfg.tol, cfg.tol * 4 / 3):
+            tl = {m: threshold(cells, m, lv, "level") for m in sizes}
+            ok = [(m, t) for m, t in tl.items() if t is not None]
+            levels[f"{lv:.3g}"] = {"T_star": {str(m): t for m, t in tl.items()},
+                                   "fit": fit_log([m for m, _ in ok], [t for _, t in ok])}
+    other = "dense" if cfg.rule != "dense" else "plateau"
+    ts_other = {m: threshold(cells, m, 0.1, other) for m in sizes}
     found = [(m, t) for m, t in ts.items() if t is not None]
     fit = fit_log([m for m, _ in found], [t for _, t in found])
     bound = []
@@ -285,7 +314,7 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
         for b in bound:
             b["T_star_scaled"] = b["T_star"] * k
     res = {"config": to_dict(cfg), "cells": cells, "T_star": {str(m): t for m, t in ts.items()}, "fit": fit,
-           f"T_star_rule_{other}": {str(m): t for m, t in ts_other.items()},
+           f"T_star_rule_{other}_tol0.1": {str(m): t for m, t in ts_other.items()}, "T_star_levels": levels,
            "bound": bound, "wall_time_s": time.perf_counter() - t0, "out": str(out)}
     write_json(out / "study.json", res)
     pdir = Path(plots_dir) if plots_dir else out
@@ -293,6 +322,7 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
     plots.heatmap(grid, pdir / "pretraining_heatmap.png", [str(t) for t in its], [str(m) for m in sizes],
                   "pre-training iterations t", "training subset size m",
                   f"GFS-pruned train loss ({cfg.neurons} of {cfg.width} neurons)", "train loss")
-    plots.threshold_plot(found, fit, bound, cells, sizes, its, pdir / "pretraining_threshold.png")
+    plots.threshold_plot(found, fit, bound, cells, sizes, its, pdir / "pretraining_threshold.png",
+                         level=cfg.tol if cfg.rule == "level" else None)
     return res
 

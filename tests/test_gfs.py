@@ -116,6 +116,9 @@ def test_threshold_fit_and_bound():
              for m in (100, 1000) for t in (0, 5, 10, 50, 100, 500)]
     assert threshold(cells, 100, 0.1, "dense") == 10 and threshold(cells, 1000, 0.1, "dense") == 100
     assert threshold(cells, 100, 0.01, "plateau") == 10 and threshold(cells, 1000, 0.01, "plateau") == 100
+    # level: a fixed pruned loss, the same for every m (0.04 is never reached here)
+    assert threshold(cells, 100, 0.5, "level") == 10 and threshold(cells, 1000, 0.5, "level") == 100
+    assert threshold(cells, 100, 0.04, "level") is None
     # plateau: the tolerance is a fraction of the total drop (1.0 -> 0.05 here)
     drop = [dict(c, pruned_train_loss=v) for c, v in zip(cells[:6], (1.0, 0.5, 0.2, 0.1, 0.06, 0.05))]
     assert threshold(drop, 100, 0.1, "plateau") == 50  # first loss <= 0.05 + 0.1 * 0.95 = 0.145
