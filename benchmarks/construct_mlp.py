@@ -115,9 +115,13 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--objective", default=None, choices=["min_cardinality", "min_error", "min_l1"],
                     help="subset choice (default: the papers' min_cardinality in paper mode)")
+    ap.add_argument("--copy-objective", default=None, choices=["min_cardinality", "min_error", "min_l1"],
+                    help="subset choice in L+1 copy layers (default: --objective)")
     ap.add_argument("--raw-pixels", action="store_true",
                     help="fold the input normalisation into the first layer and construct on raw [0, 1] pixels "
                          "(the papers' setting; the same function)")
+    ap.add_argument("--calibration", type=int, default=0,
+                    help="bias correction on this many training examples (0: off; the papers have none)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "construct_mlp.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,6 +129,11 @@ def main() -> None:
     x, y = splits.test.x, splits.test.y
     if args.raw_pixels:
         x = x * torch.tensor(splits.std).view(1, -1, 1, 1) + torch.tensor(splits.mean).view(1, -1, 1, 1)
+    calib = None
+    if args.calibration:  # training examples (never the test set the ticket is scored on), a seeded draw
+        calib = splits.train.sample(args.calibration, seed=0)
+        if args.raw_pixels:
+            calib = calib * torch.tensor(splits.std).view(1, -1, 1, 1) + torch.tensor(splits.mean).view(1, -1, 1, 1)
     rows = []
     for act in args.acts:
         target = trained_lenet(act, splits, args.threads)
@@ -145,7 +154,8 @@ def main() -> None:
         for mode in args.modes:
             t0 = time.perf_counter()
             ticket = ll.construct(target, mode=mode, eps_param=args.eps_param, seed=0, domain=x,
-                                  objective=args.objective)
+                                  objective=args.objective, calibration=calib,
+                                  copy_objective=args.copy_objective)
             wall = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             print(f"{act} {mode}: constructed in {wall:.1f} s (subset sum {ticket.report['timings_s']['subset_sum']:.1f} s),"
@@ -154,7 +164,8 @@ def main() -> None:
             out_k = sparse_forward(ticket, x)
             eval_s = time.perf_counter() - t1
             rep = ticket.report
-            row = {"activation": act, "mode": mode, "eps_param": args.eps_param, "objective": rep["objective"], "construct_seconds": wall,
+            row = {"activation": act, "mode": mode, "eps_param": args.eps_param, "objective": rep["objective"],
+                   "copy_objective": rep.get("copy_objective"), "construct_seconds": wall,
                    "subset_sum_seconds": rep["timings_s"]["subset_sum"], "peak_rss_gib_so_far": peak,
                    "parameters": rep["parameters"], "subset_sum": rep["subset_sum"], "rho": rep["rho"],
                    "rho_first": rep["rho_first"], "certificate_data_domain": rep["certificate"],
@@ -162,7 +173,8 @@ def main() -> None:
                    "target_accuracy": float((out_t.argmax(1) == y).float().mean()),
                    "ticket_accuracy": float((out_k.argmax(1) == y).float().mean()),
                    "agreement": float((out_t.argmax(1) == out_k.argmax(1)).float().mean()), "eval_seconds": eval_s,
-                   "constant_inputs_folded": rep.get("constant_inputs_folded", 0)}
+                   "constant_inputs_folded": rep.get("constant_inputs_folded", 0),
+                   "bias_correction": rep.get("bias_correction")}
             n_inst = rep["subset_sum"].get("instances") or 0
             row["ms_per_instance_end_to_end"] = 1e3 * wall / n_inst if n_inst else None
             rows.append(row)
@@ -173,6 +185,7 @@ def main() -> None:
                   f"unresolved {rep['subset_sum']['unresolved']}", flush=True)
             del ticket
     write_json(args.out, {"benchmark": "construct_mlp", "threads": args.threads, "raw_pixels": args.raw_pixels,
+                          "calibration": args.calibration,
                           "rows": rows, "torch": torch.__version__})
     print(f"saved {args.out}")
 

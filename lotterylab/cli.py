@@ -105,6 +105,10 @@ def cmd_construct(ns) -> int:
     target, splits = _load_target(ns)
     domain = splits.test.x if splits is not None else (ns.low, ns.high)
     kwargs = {"eps_param": ns.eps_param} if ns.eps_param else {"eps": ns.eps}
+    if ns.calibration:
+        if splits is None or not ns.eps_param:
+            raise SystemExit("--calibration needs a zoo target (its training data) and --eps-param (paper mode)")
+        kwargs["calibration"] = splits.train.sample(ns.calibration, seed=ns.seed)
     ticket = construct(target, mode=ns.mode, seed=ns.seed, domain=domain, first_layer=ns.first_layer or None, **kwargs)
     out = Path(ns.out)
     ticket.save(out / "ticket.safetensors")
@@ -374,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eps", type=float, default=0.01, help="bound on the output error over the domain")
     c.add_argument("--eps-param", type=float, default=0.0, help="per-parameter tolerance (papers' mode) instead of --eps")
     c.add_argument("--first-layer", default="", choices=["", "sign_trick", "linearize", "identity"])
+    c.add_argument("--calibration", type=int, default=0,
+                   help="paper mode: correct every bias for the mean error on this many training examples (0: off)")
     c.add_argument("--low", type=float, default=-1.0, help="domain box (state-dict targets)")
     c.add_argument("--high", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)

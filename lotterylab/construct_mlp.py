@@ -40,11 +40,13 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import activations as acts_mod
 from . import rng, subsetsum
 from .masks import Mask
+from .models import apply_op
 from .target import TargetMLP, UnsupportedTarget, read_mlp, read_net
 from .tickets import Ticket
 
@@ -182,6 +184,7 @@ class _Cfg:
     s1: float
     max_growth_rounds: int
     layer_eps: list | None = None  # per target layer (guarantee mode); None: eps_param everywhere
+    copy_objective: str | None = None  # L+1 copy layers' instances (None: objective)
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param
@@ -272,8 +275,14 @@ class _Constructor:
     bias errors) are kept for the certificate.
     """
 
-    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None, scale_biases=None):
+    def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None, scale_biases=None,
+                 calibration: torch.Tensor | None = None):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
+        # bias correction (paper mode): realised and target outputs of every layer on a data sample
+        self.calib = calibration
+        self._t_outs = t.forward(calibration) if calibration is not None else None
+        self._calib_cache: dict[int, tuple[int, torch.Tensor]] = {}
+        self.bias_shift: dict[int, float] = {}  # target layer -> largest |correction| of its rows
         self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
         # layer scales follow the target's own biases (before constant inputs were folded into them)
         self.scale_biases = list(scale_biases if scale_biases is not None else t.biases)
@@ -294,21 +303,22 @@ class _Constructor:
     def sign_trick(self) -> bool:
         return self.psi.kind == "relu_like" and self.cfg.first_layer == "sign_trick"
 
-    def _run(self, values, targets, eps):
+    def _run(self, values, targets, eps, copies: bool = False):
         t0 = time.perf_counter()
-        res = _solve(values, targets, eps, self.cfg.objective)
+        res = _solve(values, targets, eps, (self.cfg.copy_objective or self.cfg.objective) if copies else
+                     self.cfg.objective)
         self.stats["solve_time_s"] += time.perf_counter() - t0
         self.stats["instances"] += len(targets)
         self.stats["_size_sum"] += int(res.size.sum())
         return res
 
     # -- layers ------------------------------------------------------------------------------------
-    def univariate_layer(self, n_in: int, a_scale: float, spatial: bool = False, reads: int | None = None) -> _Layer:
+    def univariate_layer(self, n_in: int, a_scale: float, b_scale: float, spatial: bool = False,
+                         reads: int | None = None) -> _Layer:
         """Copies of each input unit (a 1x1 conv on a feature map) plus constant neurons."""
         rho1, rb = self.cfg.rho_first, self.cfg.rho_b
         geo = {"op": "conv", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0]} if spatial else {"op": "linear"}
-        # biases U[-2, 2] as in the LT-existence code: constants phi(beta) up to ~2 reach larger bias targets
-        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, 2.0, self.psi.name, geo=geo, reads=reads)
+        L = self.src.add_layer(n_in * rho1 + rb, n_in, a_scale, b_scale, self.psi.name, geo=geo, reads=reads)
         L.unit_rows = {j: list(range(j * rho1, (j + 1) * rho1)) for j in range(n_in)}
         L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1), 0] = True
         L.const_rows = list(range(n_in * rho1, n_in * rho1 + rb))
@@ -322,7 +332,9 @@ class _Constructor:
                               "q": torch.zeros(0, n_in, T, dtype=torch.float64),
                               "l1v": torch.zeros(0, n_in, T, dtype=torch.float64),
                               "ok": torch.zeros(0, n_in, dtype=torch.bool),
-                              "bias_err": torch.zeros(0, dtype=torch.float64), "bias_ok": torch.zeros(0, dtype=torch.bool)}
+                              "bias_err": torch.zeros(0, dtype=torch.float64),
+                              "bias_ok": torch.zeros(0, dtype=torch.bool),
+                              "bias_real": torch.zeros(0, dtype=torch.float64)}
 
     def _fit_info(self, C: _Layer):
         inf = self.info[C.index]
@@ -330,7 +342,7 @@ class _Constructor:
         for k in ("p", "q", "l1v", "ok"):
             if inf[k].shape[0] < R:
                 inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], *inf[k].shape[1:], dtype=inf[k].dtype)])
-        for k in ("bias_err", "bias_ok", "neuron"):
+        for k in ("bias_err", "bias_ok", "bias_real", "neuron"):
             if inf[k].shape[0] < R:
                 fill = -1 if k == "neuron" else 0
                 inf[k] = torch.cat([inf[k], torch.full((R - inf[k].shape[0],), fill, dtype=inf[k].dtype)])
@@ -394,7 +406,8 @@ class _Constructor:
             v = w * coef[u].unsqueeze(3)
             tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
             # one instance per (pair, tap, side): the same candidates at every tap of the kernel
-            res = self._run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps)
+            res = self._run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps,
+                            copies=not product)
             sel = res.mask.reshape(len(r), T, S, n_max).permute(0, 2, 3, 1) & vv  # [k, S, n_max, T]
             ok = res.ok.reshape(len(r), T * S).all(1)
             ok_all[c0:c0 + chunk] = ok
@@ -435,6 +448,11 @@ class _Constructor:
             cols = torch.tensor([c for j in P.unit_rows for c in P.unit_rows[j]], dtype=torch.long)
             Wsel = (C.W[rows][:, cols].double().cpu() * C.mW[rows][:, cols].cpu())
             targets -= self.psi.phi0 * Wsel.sum((1, 2))
+        true_targets = targets.clone()
+        if self.calib is not None:
+            shift = self._mean_error(C, rows)
+            targets -= shift
+            self.bias_shift[inf["tl"]] = max(self.bias_shift.get(inf["tl"], 0.0), float(shift.abs().max()))
         crow = torch.tensor(P.const_rows, dtype=torch.long)
         kappa = self._const_value(P, crow)
         use = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
@@ -449,9 +467,70 @@ class _Constructor:
         sel = res.mask
         C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel], tc] = True
         self._keep_constant(P, crow[sel.any(0)])
-        inf["bias_err"][rows] = (res.sum.double() - targets).abs()
+        # the certificate measures the realised bias against the target's own (a correction is an error there)
+        inf["bias_err"][rows] = (res.sum.double() - true_targets).abs()
+        inf["bias_real"][rows] = res.sum.double()
         inf["bias_ok"][rows] = res.ok
         return res.ok
+
+    # -- bias correction on a calibration sample ------------------------------------------------------
+    # Every pruned weight misses its target by up to eps_param, and in L+1 every copy carries its own
+    # error into the next layer; over real inputs these errors have a mean, which shifts each unit like a
+    # wrong bias. Solving the bias for "target bias - mean error over the sample" removes that shift
+    # (the bias correction of post-training quantisation). It changes only which constants are kept.
+    @staticmethod
+    def _lin(h: torch.Tensor, w3: torch.Tensor, geo: dict | None) -> torch.Tensor:
+        """Layer C's pre-activation (no bias) for inputs h [N, cols, ...] and weights [rows, cols, taps]."""
+        if geo is not None and geo.get("op") == "conv":
+            kh, kw = geo["kernel"]
+            return F.conv2d(h, w3.reshape(w3.shape[0], w3.shape[1], kh, kw), None, geo["stride"], geo["padding"])
+        return h.reshape(h.shape[0], -1) @ w3.reshape(w3.shape[0], -1).T
+
+    def _calib_pre(self, C: _Layer, rows: torch.Tensor) -> torch.Tensor:
+        """Realised pre-activation (without bias) of ``rows`` of C on the calibration sample."""
+        inf = self.info[C.index]
+        P = self.src.layers[self._reads(C)]
+        if inf["product"]:  # through the univariate layer: its effective weights p (and q, sign trick)
+            h = self._calib_out(self._reads(P))
+            p, q = inf["p"][rows], inf["q"][rows]
+            if self.sign_trick:
+                a = self.psi.slope
+                return self._lin(h.clamp(min=0), p - a * q, C.geo) + self._lin(h.clamp(max=0), a * p - q, C.geo)
+            return self._lin(h, p, C.geo)  # linearised copies: the first-order part (phi(0) is in the bias)
+        cols = torch.tensor([c for rs in P.copy_rows.values() for c in rs], dtype=torch.long)
+        w = (C.W[rows][:, cols] * C.mW[rows][:, cols]).double().cpu()
+        return self._lin(self._calib_out(P.index)[:, cols], w, C.geo)
+
+    def _calib_out(self, k: int) -> torch.Tensor:
+        """Realised output of source layer k's rows on the calibration sample (-1: the sample)."""
+        if k < 0:
+            return self.calib
+        L = self.src.layers[k]
+        hit = self._calib_cache.get(k)
+        if hit is not None and hit[0] == L.R:
+            return hit[1]
+        z = self._calib_pre(L, torch.arange(L.R))
+        z = z + self.info[k]["bias_real"][:L.R].view(1, -1, *[1] * (z.dim() - 2))
+        if L.add_from is not None:
+            z = z + self._calib_out(L.add_from)
+        if L.act is not None:
+            z = acts_mod.get(L.act).module()(z)
+        for op in L.post:
+            z = apply_op(op, z)
+        self._calib_cache[k] = (L.R, z)
+        return z
+
+    def _mean_error(self, C: _Layer, rows: torch.Tensor) -> torch.Tensor:
+        """Mean over the sample (and positions) of realised minus target pre-activation, per row."""
+        inf = self.info[C.index]
+        tl = inf["tl"]
+        src = _input_of(self.t, tl)
+        h_t = self.calib if src < 0 else self._t_outs[src]
+        geo = self._geo(tl)["geo"]
+        z_t = self._lin(h_t, self.t.w3(tl), geo)
+        z = self._calib_pre(C, rows)
+        d = z - z_t[:, inf["neuron"][rows]]
+        return d.transpose(0, 1).reshape(len(rows), -1).mean(1)
 
     def _grow_unit(self, P: _Layer, units: list[int]):
         """One more candidate neuron for each of ``units`` in layer P (and its own solution if P is a copy layer)."""
@@ -579,7 +658,7 @@ class _Constructor:
         if cfg.mode == "L+1":
             # residual targets: a layer that adds a branch gets the branch's row layout (row r of both
             # copies the same target channel), and the source adds branch row r to row r: the skip is exact
-            c_of = {-1: self.univariate_layer(t.weights[0].shape[1], self._a_scale(0),
+            c_of = {-1: self.univariate_layer(t.weights[0].shape[1], self._a_scale(0), self._b_scale(0),
                                               spatial=self._spatial_in(0)).index}
             for l in range(L):
                 last = l == L - 1
@@ -593,7 +672,8 @@ class _Constructor:
                     copies = 1 if last else cfg.rho
                     rows_n = n_l * copies + (0 if last else cfg.rho_b)
                 g = self._geo(l)
-                C = self.src.add_layer(rows_n, prev.R, self._w_scale(l, _input_of(t, l) < 0), 2.0,
+                C = self.src.add_layer(rows_n, prev.R, self._w_scale(l, _input_of(t, l) < 0),
+                                       2.0 if last else self._b_scale_after(l),
                                        None if last else t.activations[l], g["taps"], g["geo"], g["post"],
                                        g["centre"], reads=prev.index)
                 C.add_from = partner.index if partner is not None else None
@@ -618,7 +698,7 @@ class _Constructor:
             for l in range(L):
                 last = l == L - 1
                 n_out, n_in = t.weights[l].shape[:2]
-                U = self.univariate_layer(n_in, self._a_scale(l), spatial=self._spatial_in(l),
+                U = self.univariate_layer(n_in, self._a_scale(l), self._b_scale(l), spatial=self._spatial_in(l),
                                           reads=a_of[_input_of(t, l)])
                 g = self._geo(l)
                 A = self.src.add_layer(n_out, U.W.shape[0], self._w_scale(l, True), 1.0,
@@ -637,6 +717,18 @@ class _Constructor:
         if self.psi.kind == "smooth" and self.cfg.first_layer == "linearize":
             return self.cfg.s1 / max(float(self.H[l].max()), 1e-12)
         return 1.0
+
+    def _b_scale(self, l: int) -> float:
+        """Bias scale of the constant neurons that carry target layer l's biases (read by its product layer)."""
+        return _reach_scale(self.psi.name, float(self.t.biases[l].abs().max()), self._w_scale(l, True))
+
+    def _b_scale_after(self, l: int) -> float:
+        """Bias scale of L+1 copy layer l, whose constant neurons carry the biases of the layers reading it."""
+        readers = [k for k in range(self.t.depth) if _input_of(self.t, k) == l]
+        if not readers:
+            return 2.0
+        max_bias = max(float(self.t.biases[k].abs().max()) for k in readers)
+        return _reach_scale(self.t.activations[l] or "identity", max_bias, min(self._w_scale(k, False) for k in readers))
 
     def _w_scale(self, l: int, product: bool) -> float:
         # product layers: 1.5x the largest target parameter, so targets stay within 2/3 of the scale where
@@ -703,6 +795,20 @@ class _Constructor:
             errs.append(e_out[l])
         return e_out[t.depth - 1], errs
 
+    def unresolved_per_layer(self) -> list[dict]:
+        """Per target layer: weight and bias instances left outside their tolerance after every growth round."""
+        out = []
+        for k in sorted(self.info):
+            inf, C = self.info[k], self.src.layers[k]
+            rows = torch.tensor([r for rs in C.copy_rows.values() for r in rs], dtype=torch.long)
+            ok = inf["ok"][rows]
+            if inf["tl"] == 0 and len(self.const_inputs):  # folded inputs have no weights to build
+                ok[:, self.const_inputs] = True
+            bad_b = ~inf["bias_ok"][rows]
+            out.append({"weights": int((~ok).sum()), "biases": int(bad_b.sum()),
+                        "max_bias_error": float(inf["bias_err"][rows][bad_b].max()) if bad_b.any() else 0.0})
+        return out
+
     def sensitivities(self) -> list[float]:
         """d(final bound) / d(error added at layer l's output): products of the later amplifications
         along every path (a chain: the product of the amp of all later layers)."""
@@ -718,6 +824,18 @@ class _Constructor:
                 act = t.activations[c] if c < t.depth - 1 else None
                 sens[add["from"]] += sens[c] * (1.0 if act is None else acts_mod.get(act).lip)
         return sens
+
+
+def _reach_scale(act: str, max_bias: float, w_scale: float) -> float:
+    """Bias scale of constant neurons with activation ``act`` that must reach bias targets up to
+    ``max_bias`` with weights of scale ``w_scale``: U[-2, 2] as in the LT-existence code, widened for
+    an unbounded activation (ReLU-type) until the largest target lies within 2/3 of the largest
+    constant x weight product, the rule the weights follow. (MNIST's folded border pixels give
+    first-layer biases near -8, which constants up to 2 left unresolved.) A bounded activation
+    saturates, so a wider scale would not give larger constants."""
+    if float(acts_mod.get(act).module()(torch.tensor(100.0))) < 50.0:
+        return 2.0
+    return max(2.0, 1.5 * max_bias / w_scale)
 
 
 def _auto_s1(psi: acts_mod.Activation, ep: float, t: TargetMLP) -> float:
@@ -754,8 +872,9 @@ def _choose_n_cached(dist: str, eps_rel: float, delta: float) -> int:
 def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int = 0, domain=(-1.0, 1.0), *,
               eps_param: float | None = None, delta: float = 0.01, rho: int | None = None,
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
-              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 12,
-              max_rounds: int = 8, input_shape=None) -> Ticket:
+              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
+              max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
+              copy_objective: str | None = None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -767,6 +886,10 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     Convolutional targets (Conv2d / BatchNorm / pooling / Linear head, see
     :func:`lotterylab.target.read_net`) need ``input_shape=(C, H, W)`` unless the model carries it
     (zoo models) or ``domain`` is an image sample; their domain bounds are per channel.
+
+    ``calibration=`` (paper mode only): inputs, e.g. a few thousand training examples, on which every
+    unit's bias is solved for its target minus the mean error the pruned weights below it cause there
+    (bias correction). Weights are untouched; the report records the largest shift per layer.
     """
     if mode not in MODES:
         raise ConstructionError(f"mode must be one of {MODES}, got {mode!r}")
@@ -777,8 +900,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         raise ConstructionError(f"delta must be in (0, 1), got {delta}")
     if objective is None:  # guarantee mode keeps l1 masses small (they amplify errors); paper mode as the papers
         objective = "min_l1" if eps_param is None else "min_cardinality"
-    if objective not in ("min_l1", "min_cardinality", "min_error"):
-        raise ConstructionError(f"objective must be min_l1, min_cardinality or min_error, got {objective!r}")
+    for name, val in (("objective", objective), ("copy_objective", copy_objective or objective)):
+        if val not in ("min_l1", "min_cardinality", "min_error"):
+            raise ConstructionError(f"{name} must be min_l1, min_cardinality or min_error, got {val!r}")
     t = _read_target(target, input_shape, domain)
     for a in t.activations:
         if a is not None:  # (None: a residual shortcut layer, linear)
@@ -805,6 +929,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     t0 = time.perf_counter()
     scale_biases = list(t.biases)  # scales and widths follow the target's own biases, not the folded ones
     t, const_inputs = _fold_constant_inputs(t, lo, hi)
+    calib = _calibration_sample(calibration, t, eps_param)
 
     guarantee = eps_param is None
     ep = eps_param if eps_param is not None else eps / (10.0 * t.depth)  # first guess; the certificate corrects it
@@ -829,8 +954,8 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                 f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums unsolvable; "
                 f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
-                   list(layer_eps) if guarantee else None)
-        c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs, scale_biases)
+                   list(layer_eps) if guarantee else None, copy_objective)
+        c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs, scale_biases, calib)
         c.build()
         cert, per_layer = c.certificate()
         history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,
@@ -858,7 +983,26 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ticket = _to_ticket(c, cfg, cert, per_layer, history, t, mode, eps, eps_param, seed, lo, hi,
                         time.perf_counter() - t0)
     ticket.report["constant_inputs_folded"] = len(const_inputs)
+    ticket.report["bias_correction"] = None if calib is None else {
+        "samples": int(calib.shape[0]), "max_shift_per_layer": [c.bias_shift.get(l, 0.0) for l in range(t.depth)]}
     return ticket
+
+
+def _calibration_sample(calibration, t: TargetMLP, eps_param) -> torch.Tensor | None:
+    if calibration is None:
+        return None
+    if eps_param is None:
+        raise ConstructionError("calibration= corrects biases in paper mode only (pass eps_param=); guarantee mode "
+                                "certifies the worst case, which a mean correction does not improve")
+    x = torch.as_tensor(calibration)
+    n0 = t.widths[0] if not t.geometry else math.prod(t.input_shape)
+    if x.dim() < 2 or x.shape[0] < 1 or x[0].numel() != n0:
+        raise ConstructionError(f"calibration must be a sample [N, ...] of inputs with {n0} values each, got shape "
+                                f"{tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ConstructionError("calibration sample has non-finite values")
+    shape = tuple(t.input_shape) if t.geometry else (n0,)
+    return x.reshape(x.shape[0], *shape).to("cpu", torch.float64)
 
 
 def _fold_constant_inputs(t: TargetMLP, lo: torch.Tensor, hi: torch.Tensor) -> tuple[TargetMLP, torch.Tensor]:
@@ -973,6 +1117,7 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
     report = {
         "mode": mode, "eps": eps, "eps_param": cfg.eps_param, "layer_eps": cfg.layer_eps, "guarantee_mode": eps_param is None,
         "first_layer": cfg.first_layer, "objective": cfg.objective,
+        "copy_objective": cfg.copy_objective or cfg.objective,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert, "certificate_per_layer": per_layer,
         "depth": {"target": _longest_path([_input_of(t, k) for k in range(t.depth)],
@@ -983,7 +1128,8 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
                        "source_per_target": src_params / t.num_parameters(), "ticket_per_target": kept / t.num_parameters()},
         "subset_sum": {"instances": c.stats["instances"], "failed_first_try": c.stats["failed_first_try"],
                        "unresolved": c.stats["unresolved"], "neurons_added": src.grown,
-                       "mean_subset_size": c.stats["_size_sum"] / max(c.stats["instances"], 1)},
+                       "mean_subset_size": c.stats["_size_sum"] / max(c.stats["instances"], 1),
+                       "unresolved_per_layer": c.unresolved_per_layer()},
         "timings_s": {"total": wall, "subset_sum": c.stats["solve_time_s"]},
         "rounds": history,
         "domain": {"low": lo.tolist() if lo.numel() <= 64 else [float(lo.min())],

@@ -159,3 +159,52 @@ def test_inputs_constant_over_the_domain_are_folded_into_biases():
         ticket.masks["linears.0.weight"][:, 1]].any()  # no copy of input 1 is used
     check = ll.verify(target, ticket, domain=(lo, hi), samples=20_000, attack_steps=50)
     assert check["sup_error"] <= ticket.report["certificate"] <= 0.01
+
+
+def test_bias_correction_removes_the_mean_error_on_the_data():
+    target = trained_mlp("relu")
+    g = torch.Generator().manual_seed(5)
+    calib, held_out = torch.rand(512, 4, generator=g), torch.rand(4096, 4, generator=g)  # inputs in [0, 1]: mean 0.5
+    kw = dict(mode="L+1", eps_param=0.05, seed=0, domain=(0.0, 1.0))
+    plain = ll.construct(target, **kw)
+    fixed = ll.construct(target, **kw, calibration=calib)
+    assert plain.report["bias_correction"] is None
+    bc = fixed.report["bias_correction"]
+    assert bc["samples"] == 512 and max(bc["max_shift_per_layer"]) > 0
+    with torch.no_grad():
+        y = target(held_out).double()
+        bias_plain = (plain.network()(held_out).double() - y).mean(0).abs().max()
+        bias_fixed = (fixed.network()(held_out).double() - y).mean(0).abs().max()
+    assert bias_fixed < 0.5 * bias_plain  # the mean error on unseen inputs of the same distribution shrinks
+    src, net = fixed.source(), fixed.network()
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * fixed.masks[n])  # still a pruning of the same kind of source
+    # the certificate stays honest: it counts the correction as a bias error
+    assert ll.verify(target, fixed, domain=(0.0, 1.0), samples=20_000, attack_steps=20)["sup_error"] <= \
+        fixed.report["certificate"]
+    with pytest.raises(ConstructionError, match="paper mode"):
+        ll.construct(target, mode="L+1", eps=0.05, calibration=calib)
+    with pytest.raises(ConstructionError, match="4 values"):
+        ll.construct(target, **kw, calibration=torch.rand(10, 5))
+
+
+def test_large_biases_and_min_l1_copies():
+    # inputs fixed over the domain fold into the first layer's bias (as MNIST's border pixels, which
+    # give biases near -8): the constants' scale widens to reach it, so nothing is left unresolved
+    target = trained_mlp("relu", widths=(12, 8, 6, 3))
+    with torch.no_grad():
+        target[0].weight[:, 2:] = -1.2  # ten fixed inputs at 1.0: folded biases near -12
+    lo, hi = torch.full((12,), 1.0), torch.full((12,), 1.0)
+    lo[:2] = -1.0
+    t = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(lo, hi))
+    ss = t.report["subset_sum"]
+    assert t.report["constant_inputs_folded"] == 10
+    assert ss["unresolved"] == 0 and all(u["biases"] == 0 for u in ss["unresolved_per_layer"])
+    assert ll.verify(target, t, domain=(lo, hi), samples=20_000, attack_steps=20)["sup_error"] <= \
+        t.report["certificate"]
+    # min_l1 subsets in the copy layers: smaller l1 masses, so smaller amplification of copy errors
+    l1 = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(lo, hi), copy_objective="min_l1")
+    assert l1.report["copy_objective"] == "min_l1" and t.report["copy_objective"] == "min_cardinality"
+    assert l1.report["certificate"] < t.report["certificate"]
+    with pytest.raises(ConstructionError, match="copy_objective"):
+        ll.construct(target, mode="L+1", eps_param=0.01, copy_objective="first_hit")
