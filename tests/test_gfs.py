@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lotterylab import models
 from lotterylab.find.gfs import GFSConfig, LayerSelection, as_sequential, gfs, neuron_baseline, select_layer, shrink
@@ -85,8 +86,54 @@ def test_gfs_prunes_every_hidden_layer_and_beats_random(trained):
     assert acc > rnd
     mag = neuron_baseline(model, "magnitude", 1.0)  # keeping every neuron changes nothing
     assert torch.allclose(mag(data.test.x), model(data.test.x), atol=1e-5)
-    with pytest.raises(UnsupportedTarget):
-        gfs(models.create("lenet5", input_shape=(1, 28, 28)), data)
+    with pytest.raises(UnsupportedTarget, match="residual"):
+        gfs(models.create("resnet20", input_shape=(1, 8, 8), num_classes=10, width=4), data)
+
+
+@pytest.fixture(scope="module")
+def trained_cnn():
+    """Conv(1->8) + BN + max pool, Conv(8->8), Linear head on 8x8 images, trained (BN in eval mode after)."""
+    from conftest import tiny_data
+    data = tiny_data.__wrapped__()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    train(net, data, TrainConfig(budget="150it", batch_size=30, eval_every="150it"), progress=False)
+    return net.eval(), data
+
+
+def test_filters_of_conv_layers(trained_cnn):
+    net, data = trained_cnn
+    seq = as_sequential(net, (1, 8, 8))  # BN folded, the head a conv covering the 4x4 map
+    x, y = data.train.x[:200], data.train.y[:200]
+    with torch.no_grad():
+        assert torch.allclose(seq(x), net(x), atol=1e-5)
+    for k in (0, 1):  # every filter once, averaging readout: the dense network
+        every = LayerSelection(k, 8, list(range(8)), [], [], math.nan)
+        assert torch.allclose(shrink(seq, every)(x), net(x), atol=1e-4)
+    # the first pick is the best single filter (brute force over the 8 one-filter networks)
+    sel = select_layer(seq, 0, x, y, budget=1, cfg=GFSConfig(steps_per_neuron=1))
+    with torch.no_grad():
+        losses = [float(F.cross_entropy(shrink(seq, LayerSelection(0, 8, [r], [], [], math.nan))(x), y))
+                  for r in range(8)]
+    assert sel.picks == [min(range(8), key=losses.__getitem__)]
+    for k in (0, 1):  # line search: loss never increases; the smaller network has the recorded loss
+        sel = select_layer(seq, k, x, y, budget=4, cfg=GFSConfig(step="line"))
+        assert all(b <= a for a, b in zip(sel.losses, sel.losses[1:]))
+        small = shrink(seq, sel)
+        conv = small[_weight_layers(small)[k]]
+        assert isinstance(conv, nn.Conv2d) and conv.out_channels == len(sel.selected) <= 4
+        with torch.no_grad():
+            assert float(F.cross_entropy(small(x), y)) == pytest.approx(sel.losses[-1], rel=1e-4)
+    small, rec = gfs(net, data, GFSConfig(fraction=0.5, batch=0, step="line"))
+    assert rec["widths"] == [1, 4, 4, 10]
+    mag = neuron_baseline(net, "magnitude", 1.0, input_shape=(1, 8, 8))  # keeping every filter changes nothing
+    with torch.no_grad():
+        assert torch.allclose(mag(x), net(x), atol=1e-4)
+
+
+def _weight_layers(seq):
+    return [i for i, m in enumerate(seq) if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def test_study_is_resumable_and_finds_thresholds(tmp_path):

@@ -49,26 +49,80 @@ class GFSConfig:
     seed: int = field(default=0, metadata={"help": "seed of the selection batch and candidate pools"})
 
 
-def as_sequential(model: nn.Module) -> nn.Sequential:
-    """The model's Linear chain as ``Flatten, Linear, act, ..., Linear`` (read with torch.fx)."""
+def as_sequential(model: nn.Module, input_shape=None) -> nn.Sequential:
+    """The model's chain as ``Flatten, Linear, act, ..., Linear`` (read with torch.fx), or, for a
+    convolutional chain (``input_shape=(C, H, W)``, or a zoo model that carries it), as
+    ``Conv2d, act, [pooling], ..., Conv2d (the head: a kernel covering the map), Flatten, Linear...``
+    with BatchNorm folded into the convs (``lotterylab.target.read_net``)."""
     from ..models import make_activation
 
-    t = read_mlp(model)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (w, b) in enumerate(zip(t.weights, t.biases)):
-        lin = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(w.float())
-            lin.bias.copy_(b.float())
-        layers.append(lin)
-        if i < len(t.activations):
-            layers.append(make_activation(t.activations[i]))
+    shape = input_shape or (getattr(model, "lotterylab_arch", None) or {}).get("input_shape")
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     device = next(model.parameters()).device
+    if not has_conv:
+        t = read_mlp(model)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (w, b) in enumerate(zip(t.weights, t.biases)):
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(w.float())
+                lin.bias.copy_(b.float())
+            layers.append(lin)
+            if i < len(t.activations):
+                layers.append(make_activation(t.activations[i]))
+        return nn.Sequential(*layers).to(device)
+    if shape is None:
+        raise UnsupportedTarget("a convolutional model needs input_shape=(C, H, W) for GFS over its filters")
+    from ..target import read_net
+
+    t = read_net(model, tuple(shape))
+    if any(g.get("add") is not None or g.get("input", k - 1) != k - 1 for k, g in enumerate(t.geometry)):
+        raise UnsupportedTarget("GFS prunes chains: this model has residual additions or branches")
+    layers = [_Op({"op": "reshape", "shape": list(shape)})]
+    flat = False
+    for k, (w, b, g) in enumerate(zip(t.weights, t.biases, t.geometry)):
+        if w.dim() == 4 and not flat:
+            m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), tuple(g["stride"]), tuple(g["padding"]))
+        else:
+            if not flat:
+                layers.append(nn.Flatten())
+                flat = True
+            w = w.reshape(w.shape[0], -1)
+            m = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            m.weight.copy_(w.float())
+            m.bias.copy_(b.float())
+        layers.append(m)
+        if k < t.depth - 1:
+            layers.append(make_activation(t.activations[k]))
+            layers.extend(_Op(op) for op in g.get("post", []) if op["op"] != "flatten")
+    if not flat:
+        layers.append(nn.Flatten())
     return nn.Sequential(*layers).to(device)
 
 
+class _Op(nn.Module):
+    """A parameter-free op of a read chain (pooling) as a module."""
+
+    def __init__(self, op: dict):
+        super().__init__()
+        self.op = dict(op)
+
+    def forward(self, x):
+        from ..models import apply_op
+
+        if self.op["op"] == "reshape":  # inputs as images, whether given flat or [N, C, H, W]
+            return x.reshape(x.shape[0], *self.op["shape"])
+        return apply_op(self.op, x)
+
+
 def _linears(seq: nn.Sequential) -> list[int]:
-    return [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
+    """Positions of the weight layers (Linear or Conv2d) of a chain."""
+    return [i for i, m in enumerate(seq) if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def _width(m: nn.Module) -> int:
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
 
 
 @dataclass
@@ -101,7 +155,7 @@ def _rest(seq: nn.Sequential, start: int):
     bias = seq[start].bias
 
     def f(z):
-        h = z + bias
+        h = z + (bias.view(-1, 1, 1) if z.dim() == 4 else bias)
         for m in list(seq)[start + 1:]:
             h = m(h)
         return h
@@ -120,13 +174,26 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
     h = x
     for m in list(seq)[:i_next]:
         h = m(h)
-    H = h  # [B, N] post-activation of the hidden layer (and anything between it and the next Linear)
-    W = seq[i_next].weight  # [M, N]
+    H = h  # [B, N] (or [B, N, h, w]: filters) output of the layer and anything before the next weight layer
+    nxt = seq[i_next]
+    W = nxt.weight  # [M, N] or [M, N, kh, kw]
     n_neurons = H.shape[1]
     rest = _rest(seq, i_next)
     dense_loss = float(F.cross_entropy(seq(x), y))
-    B, M = H.shape[0], W.shape[0]
-    z = torch.zeros(B, M, dtype=H.dtype, device=H.device)
+    conv = isinstance(nxt, nn.Conv2d)
+
+    def contrib_of(c: torch.Tensor) -> torch.Tensor:
+        """Each candidate's own term of the next pre-activation: [B, P, M] or [B, P, M, h', w']."""
+        if not conv:
+            return H[:, c].unsqueeze(2) * W[:, c].T.unsqueeze(0)
+        P = len(c)  # one group per candidate: filter r feeds the next layer's in-channel r only
+        w = W[:, c].transpose(0, 1).reshape(P * W.shape[0], 1, *W.shape[2:])
+        out = F.conv2d(H[:, c], w, None, nxt.stride, nxt.padding, groups=P)
+        return out.view(out.shape[0], P, W.shape[0], *out.shape[2:])
+
+    B = H.shape[0]
+    z = torch.zeros_like(contrib_of(torch.zeros(1, dtype=torch.long, device=H.device))[:, 0])
+    M = z[0].numel()  # elements of one example's next pre-activation
     picks, losses, distinct = [], [], []
     chosen: set[int] = set()
     mix: dict[int, float] = {}
@@ -154,11 +221,11 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
         per = max(1, chunk_elems // max(B * M * len(gammas), 1))
         for s in range(0, len(cand), per):
             c = cand[s:s + per]
-            contrib = n_neurons * H[:, c].unsqueeze(2) * W[:, c].T.unsqueeze(0)  # [B, P, M]
+            contrib = n_neurons * contrib_of(c)  # [B, P, M, ...]
             for g in gammas:
                 zc = (z.unsqueeze(1) + contrib / n_neurons if add else
                       (1.0 - g) * z.unsqueeze(1) + g * contrib)
-                logits = rest(zc.reshape(B * len(c), M)).reshape(B, len(c), -1)
+                logits = rest(zc.reshape(B * len(c), *z.shape[1:])).reshape(B, len(c), -1)
                 loss = F.cross_entropy(logits.permute(0, 2, 1), y.unsqueeze(1).expand(B, len(c)),
                                        reduction="none").mean(0)
                 j = int(torch.argmin(loss))
@@ -166,11 +233,12 @@ def select_layer(seq: nn.Sequential, k: int, x: torch.Tensor, y: torch.Tensor, b
                     best_loss, best_r, best_g = float(loss[j]), int(c[j]), g
         if cfg.step == "line" and best_loss >= current:
             break  # no neuron and step lowers the loss: Frank-Wolfe with line search has converged
+        own = contrib_of(torch.tensor([best_r], device=H.device))[:, 0]
         if add:
-            z = z + H[:, best_r:best_r + 1] * W[:, best_r].unsqueeze(0)
+            z = z + own
             mix[best_r] = 1.0 / n_neurons  # the next layer's column kept as it is
         else:
-            z = (1.0 - best_g) * z + best_g * n_neurons * H[:, best_r:best_r + 1] * W[:, best_r].unsqueeze(0)
+            z = (1.0 - best_g) * z + best_g * n_neurons * own
             mix = {r: (1.0 - best_g) * a for r, a in mix.items()}
             mix[best_r] = mix.get(best_r, 0.0) + best_g
         current = best_loss
@@ -194,8 +262,15 @@ def shrink(seq: nn.Sequential, sel: LayerSelection) -> nn.Sequential:
     scale = torch.tensor([sel.width * mix[r] for r in sel.selected],
                          dtype=seq[i_next].weight.dtype, device=idx.device)
     old, nxt = seq[i_layer], seq[i_next]
-    new = nn.Linear(old.in_features, len(idx), bias=old.bias is not None).to(idx.device)
-    new_next = nn.Linear(len(idx), nxt.out_features, bias=nxt.bias is not None).to(idx.device)
+    if isinstance(old, nn.Conv2d):  # filters: the kept output channels, and those input channels of the next conv
+        new = nn.Conv2d(old.in_channels, len(idx), old.kernel_size, old.stride, old.padding,
+                        bias=old.bias is not None).to(idx.device)
+        new_next = nn.Conv2d(len(idx), nxt.out_channels, nxt.kernel_size, nxt.stride, nxt.padding,
+                             bias=nxt.bias is not None).to(idx.device)
+        scale = scale.view(1, -1, 1, 1)
+    else:
+        new = nn.Linear(old.in_features, len(idx), bias=old.bias is not None).to(idx.device)
+        new_next = nn.Linear(len(idx), nxt.out_features, bias=nxt.bias is not None).to(idx.device)
     with torch.no_grad():
         new.weight.copy_(old.weight[idx])
         if old.bias is not None:
@@ -216,23 +291,25 @@ def selection_batch(split: Split, n: int, seed: int) -> tuple[torch.Tensor, torc
 
 
 def gfs(model: nn.Module, data: DataSplits, cfg: GFSConfig | None = None, layers=None,
-        finetune_cfg: TrainConfig | None = None, progress: bool = False) -> tuple[nn.Sequential, dict]:
-    """Prune the hidden layers of a trained Linear chain by greedy forward selection.
+        finetune_cfg: TrainConfig | None = None, progress: bool = False,
+        input_shape=None) -> tuple[nn.Sequential, dict]:
+    """Prune the hidden layers of a trained chain by greedy forward selection: neurons of Linear
+    layers, filters (output channels) of Conv2d layers (``input_shape`` or a zoo model's own).
 
     Returns the physically smaller ``nn.Sequential`` and the selection record (per layer: picks,
     loss after each pick, distinct neurons, timings). ``layers``: hidden-layer indices (default all).
     """
     cfg = cfg or GFSConfig()
     try:
-        seq = as_sequential(model).eval()
+        seq = as_sequential(model, input_shape or data.input_shape).eval()
     except UnsupportedTarget as e:
-        raise UnsupportedTarget(f"GFS prunes chains of nn.Linear layers: {e}") from None
+        raise UnsupportedTarget(f"GFS prunes chains of nn.Linear / nn.Conv2d layers: {e}") from None
     n_hidden = len(_linears(seq)) - 1
     layers = list(range(n_hidden)) if layers is None else list(layers)
     x, y = selection_batch(data.train, cfg.batch, cfg.seed)
     record = {"config": vars(cfg), "layers": []}
     for k in layers:
-        width = seq[_linears(seq)[k]].out_features
+        width = _width(seq[_linears(seq)[k]])
         budget = cfg.neurons if cfg.neurons else max(1, round(cfg.fraction * width))
         if not 0 < budget <= width:
             raise ValueError(f"neuron budget {budget} for a layer of {width} neurons; use 1..{width}")
@@ -246,21 +323,23 @@ def gfs(model: nn.Module, data: DataSplits, cfg: GFSConfig | None = None, layers
             seq.train()
             train(seq, data, ft, progress=progress)
             seq.eval()
-    record["widths"] = [seq[_linears(seq)[0]].in_features] + [seq[i].out_features for i in _linears(seq)]
+    first = seq[_linears(seq)[0]]
+    record["widths"] = [first.in_channels if isinstance(first, nn.Conv2d) else first.in_features] + \
+        [_width(seq[i]) for i in _linears(seq)]
     return seq, record
 
 
-def neuron_baseline(model: nn.Module, kind: str, fraction: float, seed: int = 0) -> nn.Sequential:
-    """Prune the same number of neurons per hidden layer by ``magnitude`` (|incoming| * |outgoing|
-    norms) or at ``random``, without re-weighting: the comparison rows for GFS."""
-    seq = as_sequential(model).eval()
+def neuron_baseline(model: nn.Module, kind: str, fraction: float, seed: int = 0, input_shape=None) -> nn.Sequential:
+    """Prune the same number of neurons (filters) per hidden layer by ``magnitude`` (|incoming| *
+    |outgoing| norms) or at ``random``, without re-weighting: the comparison rows for GFS."""
+    seq = as_sequential(model, input_shape).eval()
     lin_idx = _linears(seq)
     for k in range(len(lin_idx) - 1):
         lin, nxt = seq[lin_idx[k]], seq[lin_idx[k + 1]]
-        n = lin.out_features
+        n = _width(lin)
         budget = max(1, round(fraction * n))
         if kind == "magnitude":
-            score = lin.weight.detach().norm(dim=1) * nxt.weight.detach().norm(dim=0)
+            score = lin.weight.detach().flatten(1).norm(dim=1) * nxt.weight.detach().transpose(0, 1).flatten(1).norm(dim=1)
         elif kind == "random":
             score = rng.uniform(seed, rng.stream_id(f"neuron.random.{k}"), (n,), 0.0, 1.0, lin.weight.device)
         else:
