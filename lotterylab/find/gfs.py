@@ -57,30 +57,21 @@ def as_sequential(model: nn.Module, input_shape=None) -> nn.Sequential:
     from ..models import make_activation
 
     shape = input_shape or (getattr(model, "lotterylab_arch", None) or {}).get("input_shape")
-    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     device = next(model.parameters()).device
-    if not has_conv:
-        t = read_mlp(model)
-        layers: list[nn.Module] = [nn.Flatten()]
-        for i, (w, b) in enumerate(zip(t.weights, t.biases)):
-            lin = nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(w.float())
-                lin.bias.copy_(b.float())
-            layers.append(lin)
-            if i < len(t.activations):
-                layers.append(make_activation(t.activations[i]))
-        return nn.Sequential(*layers).to(device)
-    if shape is None:
-        raise UnsupportedTarget("a convolutional model needs input_shape=(C, H, W) for GFS over its filters")
-    from ..target import read_net
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        if shape is None:
+            raise UnsupportedTarget("a convolutional model needs input_shape=(C, H, W) for GFS over its filters")
+        from ..target import read_net
 
-    t = read_net(model, tuple(shape))
-    if any(g.get("add") is not None or g.get("input", k - 1) != k - 1 for k, g in enumerate(t.geometry)):
-        raise UnsupportedTarget("GFS prunes chains: this model has residual additions or branches")
-    layers = [_Op({"op": "reshape", "shape": list(shape)})]
-    flat = False
-    for k, (w, b, g) in enumerate(zip(t.weights, t.biases, t.geometry)):
+        t = read_net(model, tuple(shape))
+        if any(g.get("add") is not None or g.get("input", k - 1) != k - 1 for k, g in enumerate(t.geometry)):
+            raise UnsupportedTarget("GFS prunes chains: this model has residual additions or branches")
+        layers: list[nn.Module] = [_Op({"op": "reshape", "shape": list(shape)})]
+        flat = False
+    else:
+        t = read_mlp(model)
+        layers, flat = [nn.Flatten()], True
+    for k, (w, b, g) in enumerate(zip(t.weights, t.biases, t.geometry or [{}] * t.depth)):
         if w.dim() == 4 and not flat:
             m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), tuple(g["stride"]), tuple(g["padding"]))
         else:
