@@ -282,6 +282,7 @@ class _Constructor:
         self.calib = calibration
         self._t_outs = t.forward(calibration) if calibration is not None else None
         self._calib_cache: dict[int, tuple[int, torch.Tensor]] = {}
+        self._t_pre: dict[int, torch.Tensor] = {}
         self.bias_shift: dict[int, float] = {}  # target layer -> largest |correction| of its rows
         self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
         # layer scales follow the target's own biases (before constant inputs were folded into them)
@@ -524,10 +525,11 @@ class _Constructor:
         """Mean over the sample (and positions) of realised minus target pre-activation, per row."""
         inf = self.info[C.index]
         tl = inf["tl"]
-        src = _input_of(self.t, tl)
-        h_t = self.calib if src < 0 else self._t_outs[src]
-        geo = self._geo(tl)["geo"]
-        z_t = self._lin(h_t, self.t.w3(tl), geo)
+        if tl not in self._t_pre:  # the target's pre-activation (no bias) of layer tl, once per layer
+            src = _input_of(self.t, tl)
+            self._t_pre[tl] = self._lin(self.calib if src < 0 else self._t_outs[src], self.t.w3(tl),
+                                        self._geo(tl)["geo"])
+        z_t = self._t_pre[tl]
         z = self._calib_pre(C, rows)
         d = z - z_t[:, inf["neuron"][rows]]
         return d.transpose(0, 1).reshape(len(rows), -1).mean(1)
