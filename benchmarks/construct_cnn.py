@@ -61,7 +61,7 @@ def main() -> None:
     x, y = splits.test.x[:args.eval], splits.test.y[:args.eval]
     calib = None
     if args.calibration:  # training images (never the test set the ticket is scored on), a seeded draw
-        calib = splits.train.sample(args.calibration, seed=0)
+        calib = splits.train.take(args.calibration, seed=0).x
     rows = []
     for name in args.models:
         target = trained(name, splits, args.train_its, args.threads)

@@ -131,7 +131,7 @@ def main() -> None:
         x = x * torch.tensor(splits.std).view(1, -1, 1, 1) + torch.tensor(splits.mean).view(1, -1, 1, 1)
     calib = None
     if args.calibration:  # training examples (never the test set the ticket is scored on), a seeded draw
-        calib = splits.train.sample(args.calibration, seed=0)
+        calib = splits.train.take(args.calibration, seed=0).x
         if args.raw_pixels:
             calib = calib * torch.tensor(splits.std).view(1, -1, 1, 1) + torch.tensor(splits.mean).view(1, -1, 1, 1)
     rows = []

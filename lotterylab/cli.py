@@ -108,7 +108,7 @@ def cmd_construct(ns) -> int:
     if ns.calibration:
         if splits is None or not ns.eps_param:
             raise SystemExit("--calibration needs a zoo target (its training data) and --eps-param (paper mode)")
-        kwargs["calibration"] = splits.train.sample(ns.calibration, seed=ns.seed)
+        kwargs["calibration"] = splits.train.take(ns.calibration, seed=ns.seed).x
     ticket = construct(target, mode=ns.mode, seed=ns.seed, domain=domain, first_layer=ns.first_layer or None, **kwargs)
     out = Path(ns.out)
     ticket.save(out / "ticket.safetensors")

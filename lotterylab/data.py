@@ -285,15 +285,17 @@ class Split:
     def to(self, device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
 
-    def sample(self, n: int, seed: int = 0, stream: str = "split.sample") -> torch.Tensor:
-        """n inputs drawn without replacement by a seeded permutation (e.g. a construction's
-        calibration sample from the training split)."""
+    def take(self, n: int, seed: int = 0, stream: str = "split.sample") -> "Split":
+        """n examples drawn without replacement: the first n of a seeded permutation, so a smaller
+        draw lies inside a larger one with the same seed and stream (nested study subsets, GFS
+        selection batches, a construction's calibration sample)."""
         from . import rng
 
         if not 0 < n <= len(self):
             raise ValueError(f"sample size {n} outside 1..{len(self)} (examples in the split)")
         keys = rng.uniform(seed, rng.stream_id(stream), (len(self),), 0.0, 1.0, self.x.device)
-        return self.x[torch.sort(keys, stable=True).indices[:n]]
+        idx = torch.sort(keys, stable=True).indices[:n]
+        return Split(self.x[idx], self.y[idx])
 
 
 @dataclass

@@ -71,9 +71,7 @@ def subset(data: DataSplits, m: int, seed: int) -> DataSplits:
     n = len(data.train)
     if not 0 < m <= n:
         raise ValueError(f"subset size {m} outside 1..{n} (training examples available)")
-    keys = rng.uniform(seed, rng.stream_id("study.subset"), (n,), 0.0, 1.0, data.train.x.device)
-    idx = torch.sort(keys, stable=True).indices[:m]
-    return DataSplits(data.name, Split(data.train.x[idx], data.train.y[idx]), data.val, data.test,
+    return DataSplits(data.name, data.train.take(m, seed, "study.subset"), data.val, data.test,
                       data.num_classes, data.input_shape, data.mean, data.std)
 
 

@@ -276,9 +276,8 @@ def shrink(seq: nn.Sequential, sel: LayerSelection) -> nn.Sequential:
 def selection_batch(split: Split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n <= 0 or n >= len(split):
         return split.x, split.y
-    keys = rng.uniform(seed, rng.stream_id("gfs.batch"), (len(split),), 0.0, 1.0, split.x.device)
-    idx = torch.sort(keys, stable=True).indices[:n]
-    return split.x[idx], split.y[idx]
+    batch = split.take(n, seed, "gfs.batch")
+    return batch.x, batch.y
 
 
 def gfs(model: nn.Module, data: DataSplits, cfg: GFSConfig | None = None, layers=None,
