@@ -107,7 +107,8 @@ def cmd_construct(ns) -> int:
     kwargs = {"eps_param": ns.eps_param} if ns.eps_param else {"eps": ns.eps}
     if ns.calibration:
         if splits is None or not ns.eps_param:
-            raise SystemExit("--calibration needs a zoo target (its training data) and --eps-param (paper mode)")
+            raise ValueError("--calibration needs a zoo target (it draws from the target's training data) and "
+                             "--eps-param (paper mode); drop --calibration or pass both")
         kwargs["calibration"] = splits.train.take(ns.calibration, seed=ns.seed).x
     ticket = construct(target, mode=ns.mode, seed=ns.seed, domain=domain, first_layer=ns.first_layer or None, **kwargs)
     out = Path(ns.out)

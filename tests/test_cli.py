@@ -62,6 +62,9 @@ def test_construct_from_a_state_dict(tmp_path, capsys):
     assert "certificate" in capsys.readouterr().out
     assert (out / "construction.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["info", str(out / "ticket.safetensors")]) == 0
+    assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--eps-param", "0.01",
+                 "--calibration", "10", "--out", str(out)]) == 2  # no training data behind a state dict
+    assert "--calibration needs a zoo target" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(out)]) == 2
 
