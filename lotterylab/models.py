@@ -200,6 +200,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
     "mlp": (lambda a, s, c, widths=(300, 100): MLP(widths, a, s, c), "glorot_normal", (1, 28, 28)),
     "lenet_300_100": (lambda a, s, c: MLP((300, 100), a, s, c), "glorot_normal", (1, 28, 28)),
     "lenet5": (lambda a, s, c: LeNet5(a, s, c), "glorot_normal", (1, 28, 28)),
+    # one conv layer (5x5 filters) + 2x2 max pooling + a linear readout: the pre-training study's two-layer CNN
+    "conv1": (lambda a, s, c, width=32: ConvNet([width, "M"], (), a, s, c, kernel_size=5, padding=2),
+              "kaiming_uniform", (1, 28, 28)),
     # batch_norm=True adds BN after each conv (early-bird's channel masks read its scaling factors)
     "conv2": (lambda a, s, c, batch_norm=False: ConvNet([64, 64, "M"], (256, 256), a, s, c, batch_norm=batch_norm),
               "glorot_normal", (3, 32, 32)),

@@ -39,7 +39,9 @@ class PretrainStudyConfig:
                        metadata={"help": "training-subset sizes m (nested subsets)"})
     iterations: str = field(default="0,50,100,150,200,300,400,600,800,1200,1600,2400,3200,4800,6400,9600,12800",
                             metadata={"help": "pre-training checkpoints t (iterations)"})
-    width: int = field(default=512, metadata={"help": "hidden neurons of the two-layer MLP"})
+    model: str = field(default="mlp", metadata={"help": "mlp: 784-width-10; cnn: width 5x5 filters, max pooling, "
+                                                        "linear readout (GFS selects filters)", "choices": ["mlp", "cnn"]})
+    width: int = field(default=512, metadata={"help": "hidden neurons (mlp) or filters (cnn) of the two-layer net"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate of the pre-training"})
     batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
     neurons: int = field(default=256, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
@@ -94,6 +96,9 @@ def _loss_acc(model, split: Split) -> tuple[float, float]:
 
 
 def _model(cfg: PretrainStudyConfig, data: DataSplits, device=None):
+    if cfg.model == "cnn":
+        return models.create("conv1", "relu", data.input_shape, data.num_classes, width=cfg.width,
+                             init="kaiming_uniform", seed=cfg.seed, device=device)
     return models.create("mlp", "relu", data.input_shape, data.num_classes, widths=(cfg.width,), init="kaiming_uniform",
                          seed=cfg.seed, device=device)
 

@@ -158,6 +158,18 @@ def test_study_is_resumable_and_finds_thresholds(tmp_path):
     assert torch.equal(small.train.x, big.train.x[:100])  # nested subsets
 
 
+def test_study_on_a_two_layer_cnn_selects_filters(tmp_path):
+    from conftest import tiny_data
+    data = tiny_data.__wrapped__()
+    cfg = PretrainStudyConfig(model="cnn", sizes="100,300", iterations="0,30", width=6, neurons=3, gfs_batch=100,
+                              tol=5.0, rule="dense")
+    res = run_study(data, cfg, out=tmp_path, plots_dir=tmp_path / "img", log=lambda *_: None)
+    assert len(res["cells"]) == 4 and all(c["neurons_kept"] <= 3 for c in res["cells"])
+    trained = [c for c in res["cells"] if c["t"] == 30]
+    assert all(c["pruned_train_loss"] < c2["pruned_train_loss"] for c, c2 in
+               zip(trained, [c for c in res["cells"] if c["t"] == 0]))  # pre-training helps the pruned CNN
+
+
 def test_threshold_fit_and_bound():
     cells = [{"m": m, "t": t, "dense_train_loss": 0.0, "pruned_train_loss": 1.0 if t < m // 10 else 0.05}
              for m in (100, 1000) for t in (0, 5, 10, 50, 100, 500)]
