@@ -232,6 +232,8 @@ def cells_key(cfg: PretrainStudyConfig) -> str:
     d = to_dict(cfg)
     for k in ("sizes", "iterations", "rule", "tol"):
         d.pop(k)
+    if d["model"] == "mlp":  # (the field came later: MLP studies keep their folders)
+        d.pop("model")
     return run_hash(d)
 
 
