@@ -110,6 +110,12 @@ def cmd_construct(ns) -> int:
             raise ValueError("--calibration needs a zoo target (it draws from the target's training data) and "
                              "--eps-param (paper mode); drop --calibration or pass both")
         kwargs["calibration"] = splits.train.take(ns.calibration, seed=ns.seed).x
+    if ns.compensate and not ns.calibration:
+        raise ValueError("--compensate needs --calibration N (and --eps-param): it cancels errors over that sample")
+    if ns.compensate:
+        kwargs["compensate"] = True
+    if ns.copy_objective:
+        kwargs["copy_objective"] = ns.copy_objective
     ticket = construct(target, mode=ns.mode, seed=ns.seed, domain=domain, first_layer=ns.first_layer or None, **kwargs)
     out = Path(ns.out)
     ticket.save(out / "ticket.safetensors")
@@ -381,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--first-layer", default="", choices=["", "sign_trick", "linearize", "identity"])
     c.add_argument("--calibration", type=int, default=0,
                    help="paper mode: correct every bias for the mean error on this many training examples (0: off)")
+    c.add_argument("--compensate", action="store_true",
+                   help="with --calibration: later weights' subset-sum targets cancel earlier errors (GPTQ-style)")
+    c.add_argument("--copy-objective", default="", choices=["", "min_cardinality", "min_l1", "min_error"],
+                   help="subset choice in the L+1 copy layers (default: as the other layers)")
     c.add_argument("--low", type=float, default=-1.0, help="domain box (state-dict targets)")
     c.add_argument("--high", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)

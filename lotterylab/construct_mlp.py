@@ -185,6 +185,8 @@ class _Cfg:
     max_growth_rounds: int
     layer_eps: list | None = None  # per target layer (guarantee mode); None: eps_param everywhere
     copy_objective: str | None = None  # L+1 copy layers' instances (None: objective)
+    compensate: bool = False  # paper mode + calibration: later weights' targets cancel earlier errors
+    compensate_block: int | None = None  # input units solved together between updates (None: n_in // 48, 1..16)
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param
@@ -291,8 +293,13 @@ class _Constructor:
         self.src = _Source(seed, device, prefix="layers" if t.geometry else "linears")
         self.H = target_bounds(t, lo, hi)
         self.psi = self._first_act()
-        self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0}
+        self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0,
+                      "zero_weights": 0}
         self.info: dict[int, dict] = {}  # source layer index -> per-row tensors
+        self._comp: dict[int, torch.Tensor] = {}  # source layer index -> Cholesky factor of its inverse moment
+        self.comp_shift: dict[int, float] = {}  # target layer -> largest target shift from compensation
+        self.comp_block: dict[int, int] = {}
+        self._tab_cache: dict[tuple[int, bool], tuple[int, tuple]] = {}
 
     def _first_act(self) -> acts_mod.Activation:
         """Activation of the univariate layers (the target's own, or identity in the idealised mode)."""
@@ -335,12 +342,13 @@ class _Constructor:
                               "ok": torch.zeros(0, n_in, dtype=torch.bool),
                               "bias_err": torch.zeros(0, dtype=torch.float64),
                               "bias_ok": torch.zeros(0, dtype=torch.bool),
-                              "bias_real": torch.zeros(0, dtype=torch.float64)}
+                              "bias_real": torch.zeros(0, dtype=torch.float64),
+                              "shift": torch.zeros(0, n_in, 2, dtype=torch.float64)}
 
     def _fit_info(self, C: _Layer):
         inf = self.info[C.index]
         R = C.W.shape[0]
-        for k in ("p", "q", "l1v", "ok"):
+        for k in ("p", "q", "l1v", "ok", "shift"):
             if inf[k].shape[0] < R:
                 inf[k] = torch.cat([inf[k], torch.zeros(R - inf[k].shape[0], *inf[k].shape[1:], dtype=inf[k].dtype)])
         for k in ("bias_err", "bias_ok", "bias_real", "neuron"):
@@ -350,36 +358,57 @@ class _Constructor:
 
     # -- candidate tables ------------------------------------------------------------------------
     def _tables(self, P: _Layer, product: bool):
-        """Per input unit (and sign): candidate columns in P, coefficient, target multiplier."""
-        n_in = len(P.unit_rows) if product else len(P.copy_rows)
-        groups = []
+        """Per input unit (and sign): candidate columns in P, coefficient, target multiplier (cached until
+        P grows: compensation solves a layer in many small calls)."""
+        key = (P.index, product)
+        hit = self._tab_cache.get(key)
+        if hit is not None and hit[0] == P.R:
+            return hit[1]
+        out = self._build_tables(P, product)
+        self._tab_cache[key] = (P.R, out)
+        return out
+
+    def _build_tables(self, P: _Layer, product: bool):
+        table = P.unit_rows if product else P.copy_rows
+        n_in = len(table)
+        lengths = torch.tensor([len(table[j]) for j in range(n_in)], dtype=torch.long)
+        rows = torch.tensor([r for j in range(n_in) for r in table[j]], dtype=torch.long)
+        unit = torch.arange(n_in).repeat_interleave(lengths)
+        alpha = self.psi.slope
         if product:
-            a_all = P.W[..., 0].double().cpu()  # univariate layers have one tap
-            alpha = self.psi.slope
-            for j in range(n_in):
-                cols = torch.tensor(P.unit_rows[j], dtype=torch.long)
-                a = a_all[cols, j]
-                if self.sign_trick:  # newest candidates last: keep the most recent MAX_N
-                    pos, neg = cols[a > 0][-subsetsum.MAX_N:], cols[a < 0][-subsetsum.MAX_N:]
-                    groups.append([(pos, a_all[pos, j], 1.0 / (1 + alpha)), (neg, a_all[neg, j].abs(), -1.0 / (1 + alpha))])
-                else:
-                    cols, a = cols[-subsetsum.MAX_N:], a[-subsetsum.MAX_N:]
-                    d0 = self.psi.dphi0 if self.psi.kind == "smooth" else 1.0
-                    groups.append([(cols, a * d0, 1.0)])
+            a = P.W[rows.to(P.W.device), unit.to(P.W.device), 0].double().cpu()  # univariate layers: one tap
+            if self.sign_trick:  # side 0: a > 0, side 1: a < 0 (a = 0 is no candidate)
+                S, side, coef_all = 2, (a < 0).long(), a.abs()
+                keep = a != 0
+                mult = torch.tensor([1.0 / (1 + alpha), -1.0 / (1 + alpha)], dtype=torch.float64)
+            else:
+                d0 = self.psi.dphi0 if self.psi.kind == "smooth" else 1.0
+                S, side, coef_all = 1, torch.zeros_like(unit), a * d0
+                keep = torch.ones_like(unit, dtype=torch.bool)
+                mult = torch.ones(1, dtype=torch.float64)
         else:
-            for j in range(n_in):
-                cols = torch.tensor(P.copy_rows[j][-subsetsum.MAX_N:], dtype=torch.long)
-                groups.append([(cols, torch.ones(len(cols), dtype=torch.float64), 1.0)])
-        S = len(groups[0])
-        n_max = max(1, max(len(g[s][0]) for g in groups for s in range(S)))
+            S, side, coef_all = 1, torch.zeros_like(unit), torch.ones(len(rows), dtype=torch.float64)
+            keep = torch.ones_like(unit, dtype=torch.bool)
+            mult = torch.ones(1, dtype=torch.float64)
+        rows, unit, side, coef_all = rows[keep], unit[keep], side[keep], coef_all[keep]
+        # position of each candidate within its (unit, side) group, in list order (newest last), and the
+        # group's size: keep the most recent MAX_N of every group
+        g = unit * S + side
+        order = torch.sort(g, stable=True).indices
+        count = torch.bincount(g, minlength=n_in * S)
+        start = torch.cumsum(count, 0) - count
+        pos = torch.empty_like(g)
+        pos[order] = torch.arange(len(g)) - start[g[order]]
+        drop = (count[g] - subsetsum.MAX_N).clamp(min=0)
+        k = pos >= drop
+        slot = (pos - drop)[k]
+        n_max = max(1, int(count.clamp(max=subsetsum.MAX_N).max()) if len(count) else 1)
         col = torch.zeros(n_in, S, n_max, dtype=torch.long)
         coef = torch.zeros(n_in, S, n_max, dtype=torch.float64)
         valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
-        mult = torch.zeros(S, dtype=torch.float64)
-        for j, g in enumerate(groups):
-            for si, (c, k, m) in enumerate(g):
-                col[j, si, :len(c)], coef[j, si, :len(c)], valid[j, si, :len(c)] = c, k, True
-                mult[si] = m
+        col[unit[k], side[k], slot] = rows[k]
+        coef[unit[k], side[k], slot] = coef_all[k]
+        valid[unit[k], side[k], slot] = True
         return col, coef, valid, mult
 
     # -- solving pairs ---------------------------------------------------------------------------
@@ -406,6 +435,7 @@ class _Constructor:
             w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
             v = w * coef[u].unsqueeze(3)
             tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
+            tgt = tgt + inf["shift"][r, u, :S].unsqueeze(2)  # (compensation; zero otherwise)
             # one instance per (pair, tap, side): the same candidates at every tap of the kernel
             res = self._run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps,
                             copies=not product)
@@ -600,6 +630,93 @@ class _Constructor:
                 self._fit_info(M)
             self.src.grown += len(new)
 
+    def _settle_pairs(self, C: _Layer, P: _Layer, r: torch.Tensor, u: torch.Tensor) -> None:
+        """Solve pairs (r[k], u[k]) of C; failed pairs get one more candidate each round and are solved again."""
+        ok = self._solve_pairs(C, P, r, u, clear=False)
+        self.stats["failed_first_try"] += int((~ok).sum())
+        for _ in range(self.cfg.max_growth_rounds):
+            if ok.all():
+                break
+            r, u = r[~ok], u[~ok]
+            self._grow_unit(P, sorted(set(u.tolist())))
+            self._fit_info(C)
+            ok = self._solve_pairs(C, P, r, u)
+        self.stats["unresolved"] += int((~ok).sum())
+
+    # -- error compensation on the calibration sample --------------------------------------------
+    # Bias correction removes the mean of the errors; their spread remains: each row's pre-activation
+    # error is sum_f d_f z_f over its input features z. Solving the inputs in order and shifting the
+    # subset-sum targets of the inputs not yet solved by the least-squares best response to the errors
+    # already made (optimal brain surgeon / GPTQ: with H = E[z z^T] and U the upper Cholesky factor of
+    # H^-1, errors d_B of a block B move the later targets by d_B U_BB^-1 U_BR) cancels the part of the
+    # error that correlated inputs can absorb. Every instance is still solved to eps_param, around its
+    # shifted target; the certificate measures weights against the target's own.
+    def _features(self, C: _Layer, P: _Layer) -> torch.Tensor:
+        """[N, n_in * S]: what each effective weight of C multiplies on the calibration sample."""
+        inf = self.info[C.index]
+        if inf["product"]:
+            h = self._calib_out(self._reads(P)).double()
+            h = h.reshape(h.shape[0], -1)
+            Z = torch.stack([h.clamp(min=0), h.clamp(max=0)], 2) if self.sign_trick else h.unsqueeze(2)
+        else:  # copy layers: every copy of unit j carries about the target's h_j
+            h = self._t_outs[_input_of(self.t, inf["tl"])].double()
+            Z = h.reshape(h.shape[0], -1).unsqueeze(2)
+        if inf["tl"] == 0 and len(self.const_inputs):
+            Z[:, self.const_inputs] = 0.0
+        return Z.reshape(Z.shape[0], -1)
+
+    def _comp_factor(self, C: _Layer, P: _Layer) -> torch.Tensor:
+        U = self._comp.get(C.index)
+        if U is None:
+            Z = self._features(C, P)
+            H = Z.T @ Z / Z.shape[0]
+            d = H.diagonal().clone()
+            dead = d <= 1e-12 * float(d.max().clamp(min=1e-300))
+            H[dead] = 0.0
+            H[:, dead] = 0.0
+            idx = torch.arange(len(d))
+            H[idx, idx] = torch.where(dead, torch.ones_like(d), d + 0.01 * float(d[~dead].mean()))  # 1% damping
+            Hi = torch.cholesky_inverse(torch.linalg.cholesky(H))
+            U = self._comp[C.index] = torch.linalg.cholesky(Hi, upper=True)
+        return U
+
+    def _solve_compensated(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor) -> None:
+        inf = self.info[C.index]
+        U = self._comp_factor(C, P)
+        S = 2 if inf["product"] and self.sign_trick else 1
+        a = self.psi.slope if S == 2 else 0.0
+        n_in, R = inf["p"].shape[1], len(rows)
+        # blocks of units between updates: about 48 solver calls per large layer (one unit per call costs
+        # 16x the calls for a few % less error on LeNet), single units in small layers
+        bs = self.cfg.compensate_block or max(1, min(16, n_in // 48))
+        self.comp_block[inf["tl"]] = bs
+        w = self.t.w3(inf["tl"])[inf["neuron"][rows]][..., 0]  # [R, n_in]
+        # weights that are exactly 0 in the target (pruned, e.g. by IMP) stay 0 and absorb nothing (as in
+        # SparseGPT): the ticket keeps the target's sparsity and those pairs need no solving
+        live = w.ne(0)
+        delta = torch.zeros(R, n_in, S, dtype=torch.float64)  # shift of each effective weight's target
+        for b0 in range(0, len(units), bs):
+            ub = units[b0:b0 + bs]
+            D = delta[:, ub]
+            # sign trick: the side targets p*, q* move so that the effective weights (p - a q, a p - q) move by D
+            sides = torch.stack([(D[..., 0] - a * D[..., 1]), (a * D[..., 0] - D[..., 1])], -1) / (1 - a * a) \
+                if S == 2 else D
+            inf["shift"][rows.view(-1, 1), ub.view(1, -1), :S] = sides
+            r, u = rows.repeat_interleave(len(ub)), ub.repeat(R)
+            nz = live[:, ub].reshape(-1)
+            self.stats["zero_weights"] += int((~nz).sum())
+            self._settle_pairs(C, P, r[nz], u[nz])
+            p, q = inf["p"][rows][:, ub, 0], inf["q"][rows][:, ub, 0]
+            real = torch.stack([p - a * q, a * p - q], -1) if S == 2 else p.unsqueeze(-1)
+            d = (real - w[:, ub].unsqueeze(-1) - D).reshape(R, -1)
+            fB = (ub.view(-1, 1) * S + torch.arange(S)).reshape(-1)
+            fR = torch.arange(int(fB.max()) + 1, n_in * S)
+            if len(fR):
+                K = torch.linalg.solve_triangular(U[fB][:, fB], U[fB][:, fR], upper=True)
+                delta.view(R, -1)[:, int(fR[0]):] += (d @ K) * live[:, int(fR[0]) // S:].repeat_interleave(S, 1)
+        tl = inf["tl"]
+        self.comp_shift[tl] = max(self.comp_shift.get(tl, 0.0), float(delta.abs().max()))
+
     def _solve_rows(self, C: _Layer, P: _Layer, rows: list[int]):
         """Solve every pair and the bias of ``rows``; repair failures by growing P."""
         inf = self.info[C.index]
@@ -611,18 +728,15 @@ class _Constructor:
             keep = torch.ones(n_in, dtype=torch.bool)
             keep[self.const_inputs] = False
             units = units[keep]
-        r = rows_t.repeat_interleave(len(units))
-        u = units.repeat(len(rows))
-        ok = self._solve_pairs(C, P, r, u, clear=False)
-        self.stats["failed_first_try"] += int((~ok).sum())
-        for _ in range(self.cfg.max_growth_rounds):
-            if ok.all():
-                break
-            r, u = r[~ok], u[~ok]
-            self._grow_unit(P, sorted(set(u.tolist())))
-            self._fit_info(C)
-            ok = self._solve_pairs(C, P, r, u)
-        self.stats["unresolved"] += int((~ok).sum())
+        if self.cfg.compensate and self.calib is not None and C.T == 1:
+            self._solve_compensated(C, P, rows_t, units)
+        else:
+            r, u = rows_t.repeat_interleave(len(units)), units.repeat(len(rows))
+            # a weight that is exactly 0 (pruned targets, e.g. found by IMP) is met exactly by the empty
+            # subset under every objective: nothing to solve or keep
+            nz = self.t.w3(inf["tl"])[inf["neuron"][r], u].reshape(len(r), -1).ne(0).any(1)
+            self.stats["zero_weights"] += int((~nz).sum())
+            self._settle_pairs(C, P, r[nz], u[nz])
         bad = rows_t
         okb = self._solve_biases(C, P, bad)
         self.stats["failed_first_try"] += int((~okb).sum())
@@ -876,7 +990,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
               max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
-              copy_objective: str | None = None) -> Ticket:
+              copy_objective: str | None = None, compensate: bool = False) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -892,6 +1006,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ``calibration=`` (paper mode only): inputs, e.g. a few thousand training examples, on which every
     unit's bias is solved for its target minus the mean error the pruned weights below it cause there
     (bias correction). Weights are untouched; the report records the largest shift per layer.
+    ``compensate=True`` (needs ``calibration``; fully connected layers) also solves each layer's inputs
+    in blocks, in order, and shifts the subset-sum targets of the inputs not yet solved so that they
+    cancel, in least squares over the sample, the errors already made (GPTQ-style error compensation).
     """
     if mode not in MODES:
         raise ConstructionError(f"mode must be one of {MODES}, got {mode!r}")
@@ -932,6 +1049,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     scale_biases = list(t.biases)  # scales and widths follow the target's own biases, not the folded ones
     t, const_inputs = _fold_constant_inputs(t, lo, hi)
     calib = _calibration_sample(calibration, t, eps_param)
+    if compensate and calib is None:
+        raise ConstructionError("compensate=True needs calibration= (a sample of inputs, e.g. 2000 training "
+                                "examples) and eps_param=: it cancels errors in least squares over that sample")
 
     guarantee = eps_param is None
     ep = eps_param if eps_param is not None else eps / (10.0 * t.depth)  # first guess; the certificate corrects it
@@ -956,7 +1076,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
                 f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums unsolvable; "
                 f"use first_layer='identity' (idealised, labelled in the report) or a larger eps")
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
-                   list(layer_eps) if guarantee else None, copy_objective)
+                   list(layer_eps) if guarantee else None, copy_objective, compensate)
         c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs, scale_biases, calib)
         c.build()
         cert, per_layer = c.certificate()
@@ -987,6 +1107,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ticket.report["constant_inputs_folded"] = len(const_inputs)
     ticket.report["bias_correction"] = None if calib is None else {
         "samples": int(calib.shape[0]), "max_shift_per_layer": [c.bias_shift.get(l, 0.0) for l in range(t.depth)]}
+    ticket.report["compensation"] = None if not c.comp_shift else {
+        "block_per_layer": [c.comp_block.get(l) for l in range(t.depth)],
+        "max_target_shift_per_layer": [c.comp_shift.get(l) for l in range(t.depth)]}
     return ticket
 
 
@@ -1128,7 +1251,8 @@ def _to_ticket(c: _Constructor, cfg: _Cfg, cert, per_layer, history, t: TargetML
         "widths": {"target": t.widths, "source": widths},
         "parameters": {"target": t.num_parameters(), "source": src_params, "ticket": kept,
                        "source_per_target": src_params / t.num_parameters(), "ticket_per_target": kept / t.num_parameters()},
-        "subset_sum": {"instances": c.stats["instances"], "failed_first_try": c.stats["failed_first_try"],
+        "subset_sum": {"instances": c.stats["instances"], "zero_weights_skipped": c.stats["zero_weights"],
+                       "failed_first_try": c.stats["failed_first_try"],
                        "unresolved": c.stats["unresolved"], "neurons_added": src.grown,
                        "mean_subset_size": c.stats["_size_sum"] / max(c.stats["instances"], 1),
                        "unresolved_per_layer": c.unresolved_per_layer()},

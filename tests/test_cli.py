@@ -65,6 +65,12 @@ def test_construct_from_a_state_dict(tmp_path, capsys):
     assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--eps-param", "0.01",
                  "--calibration", "10", "--out", str(out)]) == 2  # no training data behind a state dict
     assert "--calibration needs a zoo target" in capsys.readouterr().err
+    assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--eps-param", "0.01",
+                 "--compensate", "--out", str(out)]) == 2
+    assert "--compensate needs --calibration" in capsys.readouterr().err
+    assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--mode", "L+1", "--eps-param", "0.02",
+                 "--copy-objective", "min_l1", "--verify-samples", "0", "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["report"]["copy_objective"] == "min_l1"
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(out)]) == 2
 

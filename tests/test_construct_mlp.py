@@ -188,6 +188,47 @@ def test_bias_correction_removes_the_mean_error_on_the_data():
         ll.construct(target, **kw, calibration=torch.rand(10, 5))
 
 
+@pytest.mark.parametrize("act,mode", [("relu", "2L"), ("relu", "L+1"), ("leaky_relu", "2L")])
+def test_error_compensation_cancels_correlated_errors(act, mode):
+    # inputs on a 3-dimensional manifold in [0, 1]^32 (as pixels are): later weights can absorb earlier errors
+    target = trained_mlp(act, widths=(32, 12, 3), steps=100)
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(3, 32, generator=g)
+    calib, held_out = (torch.sigmoid(torch.randn(n, 3, generator=g) @ A) for n in (1024, 4096))
+    kw = dict(mode=mode, eps_param=0.05, seed=0, domain=(0.0, 1.0), calibration=calib)
+    plain, comp = ll.construct(target, **kw), ll.construct(target, **kw, compensate=True)
+    assert plain.report["compensation"] is None
+    shifts = comp.report["compensation"]["max_target_shift_per_layer"]
+    assert shifts[0] > 0 and all(s is not None for s in shifts)  # every (fully connected) layer took part
+    with torch.no_grad():
+        y = target(held_out).double()
+        errs = [t.network()(held_out).double() - y for t in (plain, comp)]
+    # its spread (bias correction handles the mean, up to eps_param) shrinks on unseen inputs of the same distribution
+    spread = [(e - e.mean(0)).pow(2).mean().sqrt() for e in errs]
+    assert spread[1] < 0.8 * spread[0], spread  # measured: x0.50 (L+1) to x0.76
+    src, net = comp.source(), comp.network()
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * comp.masks[n])  # still a pruning of the same kind of source
+    assert comp.report["subset_sum"]["unresolved"] == 0
+    with pytest.raises(ConstructionError, match="needs calibration"):
+        ll.construct(target, mode=mode, eps_param=0.05, compensate=True)
+
+
+@pytest.mark.parametrize("mode", ["2L", "L+1"])
+def test_zero_target_weights_are_skipped_and_stay_exact(mode):
+    # pruned targets (IMP): a weight that is exactly 0 is met by the empty subset; nothing is solved or kept for it
+    target = trained_mlp("relu")
+    with torch.no_grad():
+        target[0].weight[:, ::2] = 0.0
+        target[2].weight[::3] = 0.0
+    ticket = ll.construct(target, mode=mode, eps=0.01, seed=0, domain=(-1.0, 1.0))
+    ss = ticket.report["subset_sum"]
+    zeros = int((target[0].weight == 0).sum() + (target[2].weight == 0).sum())
+    assert ss["zero_weights_skipped"] >= zeros and ss["unresolved"] == 0
+    check = ll.verify(target, ticket, domain=(-1.0, 1.0), samples=20_000, attack_steps=30)
+    assert check["sup_error"] <= ticket.report["certificate"] <= 0.01
+
+
 def test_large_biases_and_min_l1_copies():
     # inputs fixed over the domain fold into the first layer's bias (as MNIST's border pixels, which
     # give biases near -8): the constants' scale widens to reach it, so nothing is left unresolved
