@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=10_000, help="test images evaluated (first N)")
     ap.add_argument("--calibration", type=int, default=0,
                     help="bias correction on this many training images (0: off; the papers have none)")
+    ap.add_argument("--compensate", action="store_true", help="with --calibration: GPTQ-style error compensation")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "construct_cnn.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,7 +72,7 @@ def main() -> None:
         for mode in args.modes:
             t0 = time.perf_counter()
             ticket = ll.construct(target, mode=mode, eps_param=args.eps_param, seed=0, domain=splits.test.x,
-                                  input_shape=SHAPE, calibration=calib)
+                                  input_shape=SHAPE, calibration=calib, compensate=args.compensate)
             wall = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             rep = ticket.report
@@ -83,6 +84,7 @@ def main() -> None:
             n_inst = rep["subset_sum"]["instances"]
             row = {"model": name, "mode": mode, "eps_param": args.eps_param, "train_iterations": args.train_its,
                    "calibration": args.calibration, "bias_correction": rep.get("bias_correction"),
+                   "compensation": rep.get("compensation"),
                    "construct_seconds": wall, "subset_sum_seconds": rep["timings_s"]["subset_sum"],
                    "instances": n_inst, "instances_per_s_pipeline": n_inst / wall,
                    "instances_per_s_engine": n_inst / max(rep["timings_s"]["subset_sum"], 1e-9),

@@ -14,7 +14,9 @@ layer is copied from the target. No fixed random network exists there: it simula
 side by side: time per instance, ticket size, output error and accuracy.
 
     python benchmarks/construct_mlp.py [--modes L+1 2L] [--acts relu tanh] [--threads 2] [--baseline-sample N]
-Writes benchmarks/results/construct_mlp.json.
+        [--target dense|imp] [--calibration 2000] [--copy-objective min_l1] [--compensate] [--out FILE]
+Writes benchmarks/results/construct_mlp.json (or --out). ``--target imp``: the papers' kind of target,
+LeNet-300-100 found by IMP (built once with lotterylab's IMP and cached under runs/).
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def main() -> None:
         target = target.float()
         if not args.no_baseline:
             base = research_baseline(target, x, y, out_t, args.eps_param, sample=args.baseline_sample)
-            rows.append({"activation": act, "target": args.target, "mode": "research baseline (simulated, final layer copied)", **base})
+            rows.append({"activation": act, "target": args.target,
+                         "mode": "research baseline (simulated, final layer copied)", **base})
             print(f"{act} research baseline: {base['ms_per_instance']:.3f} ms/instance x {base['instances']:,} "
                   f"instances = {base['seconds']:.1f} s; ticket {base['ticket_parameters']:,} params; acc "
                   f"{base['ticket_accuracy']:.4f}, agree {base['agreement']:.4f}, max err "
@@ -185,7 +188,8 @@ def main() -> None:
             out_k = sparse_forward(ticket, x)
             eval_s = time.perf_counter() - t1
             rep = ticket.report
-            row = {"activation": act, "target": args.target, "mode": mode, "eps_param": args.eps_param, "objective": rep["objective"],
+            row = {"activation": act, "target": args.target, "mode": mode, "eps_param": args.eps_param,
+                   "objective": rep["objective"],
                    "copy_objective": rep.get("copy_objective"), "compensation": rep.get("compensation"),
                    "construct_seconds": wall,
                    "subset_sum_seconds": rep["timings_s"]["subset_sum"], "peak_rss_gib_so_far": peak,

@@ -343,7 +343,7 @@ class _Constructor:
                               "bias_err": torch.zeros(0, dtype=torch.float64),
                               "bias_ok": torch.zeros(0, dtype=torch.bool),
                               "bias_real": torch.zeros(0, dtype=torch.float64),
-                              "shift": torch.zeros(0, n_in, 2, dtype=torch.float64)}
+                              "shift": torch.zeros(0, n_in, 2, T, dtype=torch.float64)}
 
     def _fit_info(self, C: _Layer):
         inf = self.info[C.index]
@@ -435,7 +435,7 @@ class _Constructor:
             w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
             v = w * coef[u].unsqueeze(3)
             tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
-            tgt = tgt + inf["shift"][r, u, :S].unsqueeze(2)  # (compensation; zero otherwise)
+            tgt = tgt + inf["shift"][r, u, :S]  # (compensation; zero otherwise)
             # one instance per (pair, tap, side): the same candidates at every tap of the kernel
             res = self._run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps,
                             copies=not product)
@@ -651,24 +651,50 @@ class _Constructor:
     # H^-1, errors d_B of a block B move the later targets by d_B U_BB^-1 U_BR) cancels the part of the
     # error that correlated inputs can absorb. Every instance is still solved to eps_param, around its
     # shifted target; the certificate measures weights against the target's own.
-    def _features(self, C: _Layer, P: _Layer) -> torch.Tensor:
-        """[N, n_in * S]: what each effective weight of C multiplies on the calibration sample."""
+    # at most this many (example, position) rows estimate a conv layer's H (seeded subsample); layers with
+    # more effective weights per row than COMP_FEATURES (e.g. a Linear head over a whole feature map: an
+    # H of 25k x 25k) are solved without compensation
+    COMP_ROWS = 20_000
+    COMP_FEATURES = 4096
+
+    def _features(self, C: _Layer, P: _Layer) -> torch.Tensor | None:
+        """[rows, n_in * S * T]: what each effective weight of C multiplies on the calibration sample
+        (conv layers: every (example, output position) is a row; its patch is the features), or None
+        where the layout does not match (a Linear layer reading a feature map)."""
         inf = self.info[C.index]
         if inf["product"]:
             h = self._calib_out(self._reads(P)).double()
-            h = h.reshape(h.shape[0], -1)
-            Z = torch.stack([h.clamp(min=0), h.clamp(max=0)], 2) if self.sign_trick else h.unsqueeze(2)
+            parts = [h.clamp(min=0), h.clamp(max=0)] if self.sign_trick else [h]
         else:  # copy layers: every copy of unit j carries about the target's h_j
-            h = self._t_outs[_input_of(self.t, inf["tl"])].double()
-            Z = h.reshape(h.shape[0], -1).unsqueeze(2)
-        if inf["tl"] == 0 and len(self.const_inputs):
-            Z[:, self.const_inputs] = 0.0
-        return Z.reshape(Z.shape[0], -1)
+            parts = [self._t_outs[_input_of(self.t, inf["tl"])].double()]
+        S, N, n_in = len(parts), parts[0].shape[0], inf["p"].shape[1]
+        if n_in * S * C.T > self.COMP_FEATURES:
+            return None
+        if C.geo is not None and C.geo.get("op") == "conv":
+            if self.cfg.mode == "L+1":  # measured: it raised the error of a small L+1 ResNet 1.6x (copy errors
+                return None             # dominate there and the target's activations are a poor model of them)
+            x = torch.stack(parts, 2)  # [N, C, S, H, W]: unfold's channel index is (c * S + s), taps row-major
+            x = x.reshape(N, -1, *x.shape[3:])
+            Z = F.unfold(x, C.geo["kernel"], padding=C.geo["padding"], stride=C.geo["stride"])
+            Z = Z.transpose(1, 2).reshape(-1, Z.shape[1])
+            if Z.shape[0] > self.COMP_ROWS:
+                g = torch.Generator().manual_seed(self.seed)
+                Z = Z[torch.randperm(Z.shape[0], generator=g)[:self.COMP_ROWS]]
+        elif parts[0].dim() > 2:  # a Linear layer reading a feature map: unit = channel, tap = position
+            Z = torch.stack(parts, 2).reshape(N, -1)
+        else:
+            Z = torch.stack(parts, 2)  # [N, n_in, S]
+            if inf["tl"] == 0 and len(self.const_inputs):
+                Z[:, self.const_inputs] = 0.0
+            Z = Z.reshape(N, -1)
+        return Z if Z.shape[1] == n_in * S * C.T else None
 
-    def _comp_factor(self, C: _Layer, P: _Layer) -> torch.Tensor:
-        U = self._comp.get(C.index)
-        if U is None:
+    def _comp_factor(self, C: _Layer, P: _Layer) -> torch.Tensor | None:
+        if C.index not in self._comp:
             Z = self._features(C, P)
+            if Z is None:
+                self._comp[C.index] = None
+                return None
             H = Z.T @ Z / Z.shape[0]
             d = H.diagonal().clone()
             dead = d <= 1e-12 * float(d.max().clamp(min=1e-300))
@@ -677,43 +703,43 @@ class _Constructor:
             idx = torch.arange(len(d))
             H[idx, idx] = torch.where(dead, torch.ones_like(d), d + 0.01 * float(d[~dead].mean()))  # 1% damping
             Hi = torch.cholesky_inverse(torch.linalg.cholesky(H))
-            U = self._comp[C.index] = torch.linalg.cholesky(Hi, upper=True)
-        return U
+            self._comp[C.index] = torch.linalg.cholesky(Hi, upper=True)
+        return self._comp[C.index]
 
-    def _solve_compensated(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor) -> None:
+    def _solve_compensated(self, C: _Layer, P: _Layer, rows: torch.Tensor, units: torch.Tensor, U) -> None:
         inf = self.info[C.index]
-        U = self._comp_factor(C, P)
         S = 2 if inf["product"] and self.sign_trick else 1
         a = self.psi.slope if S == 2 else 0.0
-        n_in, R = inf["p"].shape[1], len(rows)
+        n_in, R, T = inf["p"].shape[1], len(rows), C.T
         # blocks of units between updates: about 48 solver calls per large layer (one unit per call costs
         # 16x the calls for a few % less error on LeNet), single units in small layers
         bs = self.cfg.compensate_block or max(1, min(16, n_in // 48))
         self.comp_block[inf["tl"]] = bs
-        w = self.t.w3(inf["tl"])[inf["neuron"][rows]][..., 0]  # [R, n_in]
+        w = self.t.w3(inf["tl"])[inf["neuron"][rows]]  # [R, n_in, T]
         # weights that are exactly 0 in the target (pruned, e.g. by IMP) stay 0 and absorb nothing (as in
         # SparseGPT): the ticket keeps the target's sparsity and those pairs need no solving
         live = w.ne(0)
-        delta = torch.zeros(R, n_in, S, dtype=torch.float64)  # shift of each effective weight's target
+        delta = torch.zeros(R, n_in, S, T, dtype=torch.float64)  # shift of each effective weight's target
         for b0 in range(0, len(units), bs):
             ub = units[b0:b0 + bs]
-            D = delta[:, ub]
+            D = delta[:, ub]  # [R, b, S, T]
             # sign trick: the side targets p*, q* move so that the effective weights (p - a q, a p - q) move by D
-            sides = torch.stack([(D[..., 0] - a * D[..., 1]), (a * D[..., 0] - D[..., 1])], -1) / (1 - a * a) \
+            sides = torch.stack([(D[:, :, 0] - a * D[:, :, 1]), (a * D[:, :, 0] - D[:, :, 1])], 2) / (1 - a * a) \
                 if S == 2 else D
             inf["shift"][rows.view(-1, 1), ub.view(1, -1), :S] = sides
             r, u = rows.repeat_interleave(len(ub)), ub.repeat(R)
-            nz = live[:, ub].reshape(-1)
+            nz = live[:, ub].any(-1).reshape(-1)
             self.stats["zero_weights"] += int((~nz).sum())
             self._settle_pairs(C, P, r[nz], u[nz])
-            p, q = inf["p"][rows][:, ub, 0], inf["q"][rows][:, ub, 0]
-            real = torch.stack([p - a * q, a * p - q], -1) if S == 2 else p.unsqueeze(-1)
-            d = (real - w[:, ub].unsqueeze(-1) - D).reshape(R, -1)
-            fB = (ub.view(-1, 1) * S + torch.arange(S)).reshape(-1)
-            fR = torch.arange(int(fB.max()) + 1, n_in * S)
-            if len(fR):
-                K = torch.linalg.solve_triangular(U[fB][:, fB], U[fB][:, fR], upper=True)
-                delta.view(R, -1)[:, int(fR[0]):] += (d @ K) * live[:, int(fR[0]) // S:].repeat_interleave(S, 1)
+            p, q = inf["p"][rows][:, ub], inf["q"][rows][:, ub]  # [R, b, T]
+            real = torch.stack([p - a * q, a * p - q], 2) if S == 2 else p.unsqueeze(2)
+            d = (real - w[:, ub].unsqueeze(2) - D).reshape(R, -1)
+            fB = (ub.view(-1, 1) * (S * T) + torch.arange(S * T)).reshape(-1)
+            f0 = int(fB.max()) + 1
+            if f0 < n_in * S * T:
+                K = torch.linalg.solve_triangular(U[fB][:, fB], U[fB][:, f0:], upper=True)
+                keep = live[:, f0 // (S * T):].unsqueeze(2).expand(-1, -1, S, -1).reshape(R, -1)
+                delta.view(R, -1)[:, f0:] += (d @ K) * keep
         tl = inf["tl"]
         self.comp_shift[tl] = max(self.comp_shift.get(tl, 0.0), float(delta.abs().max()))
 
@@ -728,8 +754,9 @@ class _Constructor:
             keep = torch.ones(n_in, dtype=torch.bool)
             keep[self.const_inputs] = False
             units = units[keep]
-        if self.cfg.compensate and self.calib is not None and C.T == 1:
-            self._solve_compensated(C, P, rows_t, units)
+        U = self._comp_factor(C, P) if self.cfg.compensate and self.calib is not None else None
+        if U is not None:
+            self._solve_compensated(C, P, rows_t, units, U)
         else:
             r, u = rows_t.repeat_interleave(len(units)), units.repeat(len(rows))
             # a weight that is exactly 0 (pruned targets, e.g. found by IMP) is met exactly by the empty
