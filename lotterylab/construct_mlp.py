@@ -660,7 +660,7 @@ class _Constructor:
     def _features(self, C: _Layer, P: _Layer) -> torch.Tensor | None:
         """[rows, n_in * S * T]: what each effective weight of C multiplies on the calibration sample
         (conv layers: every (example, output position) is a row; its patch is the features), or None
-        where the layout does not match (a Linear layer reading a feature map)."""
+        where the layer is left uncompensated (too many weights per row; conv layers in L+1)."""
         inf = self.info[C.index]
         if inf["product"]:
             h = self._calib_out(self._reads(P)).double()
@@ -1033,7 +1033,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ``calibration=`` (paper mode only): inputs, e.g. a few thousand training examples, on which every
     unit's bias is solved for its target minus the mean error the pruned weights below it cause there
     (bias correction). Weights are untouched; the report records the largest shift per layer.
-    ``compensate=True`` (needs ``calibration``; fully connected layers) also solves each layer's inputs
+    ``compensate=True`` (needs ``calibration``; fully connected layers, and conv layers in 2L) also solves each layer's inputs
     in blocks, in order, and shifts the subset-sum targets of the inputs not yet solved so that they
     cancel, in least squares over the sample, the errors already made (GPTQ-style error compensation).
     """
