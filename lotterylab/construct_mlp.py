@@ -1132,6 +1132,8 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ticket = _to_ticket(c, cfg, cert, per_layer, history, t, mode, eps, eps_param, seed, lo, hi,
                         time.perf_counter() - t0)
     ticket.report["constant_inputs_folded"] = len(const_inputs)
+    # pruned targets (IMP) hold far fewer weights than their shape: the count to compare tickets with
+    ticket.report["parameters"]["target_nonzero"] = sum(int(p.count_nonzero()) for p in target.parameters())
     ticket.report["bias_correction"] = None if calib is None else {
         "samples": int(calib.shape[0]), "max_shift_per_layer": [c.bias_shift.get(l, 0.0) for l in range(t.depth)]}
     ticket.report["compensation"] = None if not c.comp_shift else {

@@ -225,6 +225,7 @@ def test_zero_target_weights_are_skipped_and_stay_exact(mode):
     ss = ticket.report["subset_sum"]
     zeros = int((target[0].weight == 0).sum() + (target[2].weight == 0).sum())
     assert ss["zero_weights_skipped"] >= zeros and ss["unresolved"] == 0
+    assert ticket.report["parameters"]["target_nonzero"] == ticket.report["parameters"]["target"] - zeros
     check = ll.verify(target, ticket, domain=(-1.0, 1.0), samples=20_000, attack_steps=30)
     assert check["sup_error"] <= ticket.report["certificate"] <= 0.01
 
