@@ -186,7 +186,6 @@ class _Cfg:
     layer_eps: list | None = None  # per target layer (guarantee mode); None: eps_param everywhere
     copy_objective: str | None = None  # L+1 copy layers' instances (None: objective)
     compensate: bool = False  # paper mode + calibration: later weights' targets cancel earlier errors
-    compensate_block: int | None = None  # input units solved together between updates (None: n_in // 48, 1..16)
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param
@@ -713,7 +712,7 @@ class _Constructor:
         n_in, R, T = inf["p"].shape[1], len(rows), C.T
         # blocks of units between updates: about 48 solver calls per large layer (one unit per call costs
         # 16x the calls for a few % less error on LeNet), single units in small layers
-        bs = self.cfg.compensate_block or max(1, min(16, n_in // 48))
+        bs = max(1, min(16, n_in // 48))
         self.comp_block[inf["tl"]] = bs
         w = self.t.w3(inf["tl"])[inf["neuron"][rows]]  # [R, n_in, T]
         # weights that are exactly 0 in the target (pruned, e.g. by IMP) stay 0 and absorb nothing (as in
