@@ -44,11 +44,10 @@ def bits_at(k0, k1, idx, out):
 
 
 def bits_at_numpy(k0: int, k1: int, idx: np.ndarray) -> np.ndarray:
-    import torch
-    from numba import config, set_num_threads
+    from .threads import numba_threads
 
-    set_num_threads(max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS)))  # torch's thread budget
     flat = np.ascontiguousarray(idx.reshape(-1), dtype=np.int64)
     out = np.empty_like(flat)
-    bits_at(np.int64(k0), np.int64(k1), flat, out)
+    with numba_threads():  # torch's thread budget
+        bits_at(np.int64(k0), np.int64(k1), flat, out)
     return out.reshape(idx.shape)

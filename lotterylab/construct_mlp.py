@@ -279,6 +279,7 @@ class _Constructor:
     def __init__(self, t: TargetMLP, cfg: _Cfg, seed: int, lo, hi, device, const_inputs=None, scale_biases=None,
                  calibration: torch.Tensor | None = None):
         self.t, self.cfg, self.seed, self.device = t, cfg, seed, device
+        self.log = lambda text: None  # construct(log=...) sets a stage printer
         # bias correction (paper mode): realised and target outputs of every layer on a data sample
         self.calib = calibration
         self._t_outs = t.forward(calibration) if calibration is not None else None
@@ -803,6 +804,7 @@ class _Constructor:
             c_of = {-1: self.univariate_layer(t.weights[0].shape[1], self._a_scale(0), self._b_scale(0),
                                               spatial=self._spatial_in(0)).index}
             for l in range(L):
+                self.log(f"layer {l + 1}/{L}: solving {t.weights[l].numel():,} target weights")
                 last = l == L - 1
                 n_l, n_in = t.weights[l].shape[:2]
                 prev = self.src.layers[c_of[_input_of(t, l)]]
@@ -838,6 +840,7 @@ class _Constructor:
             # assembling layers (which carry exactly the target's channels) add their branch as the target does
             a_of = {-1: -1}  # target layer -> its assembling layer in the source
             for l in range(L):
+                self.log(f"layer {l + 1}/{L}: solving {t.weights[l].numel():,} target weights")
                 last = l == L - 1
                 n_out, n_in = t.weights[l].shape[:2]
                 U = self.univariate_layer(n_in, self._a_scale(l), self._b_scale(l), spatial=self._spatial_in(l),
@@ -1016,7 +1019,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
               max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
-              copy_objective: str | None = None, compensate: bool = False) -> Ticket:
+              copy_objective: str | None = None, compensate: bool = False, log=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -1035,6 +1038,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     ``compensate=True`` (needs ``calibration``; fully connected layers, and conv layers in 2L) also solves each layer's inputs
     in blocks, in order, and shifts the subset-sum targets of the inputs not yet solved so that they
     cancel, in least squares over the sample, the errors already made (GPTQ-style error compensation).
+    ``log``: a callable that receives one line per layer and round (progress of long constructions).
     """
     if mode not in MODES:
         raise ConstructionError(f"mode must be one of {MODES}, got {mode!r}")
@@ -1104,6 +1108,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
         cfg = _Cfg(mode, ep, min(r, subsetsum.MAX_N), r1, rb, first_layer, objective, s1_r, max_growth_rounds,
                    list(layer_eps) if guarantee else None, copy_objective, compensate)
         c = _Constructor(t, cfg, seed, lo, hi, device, const_inputs, scale_biases, calib)
+        if log is not None:
+            c.log = log
+            log(f"round {rnd + 1}: eps_param {ep:.3g}" if guarantee else f"paper mode, eps_param {ep:.3g}")
         c.build()
         cert, per_layer = c.certificate()
         history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert, "rho": cfg.rho,

@@ -132,7 +132,11 @@ def _read_mnist_tarball(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _mnist_raw(root: Path | None):
+def _mnist_raw(root: Path | None, verify: bool = True):
+    if root is not None and not (Path(root) / MNIST_TARBALL).exists() and any(
+            (Path(root) / f"train-images-idx3-ubyte{ext}").is_file() for ext in ("", ".gz")):
+        return _idx_dir(Path(root), MNIST_SHA256, "MNIST", "pass a directory holding the four standard IDX files "
+                        "(train-images-idx3-ubyte[.gz], ...)", verify)
     path = Path(root or cache_dir()) / MNIST_TARBALL
     if not path.exists():
         raise DataError(f"MNIST not found at {path}. Fetch it with: lotterylab data fetch mnist")
@@ -143,25 +147,29 @@ def _mnist_raw(root: Path | None):
 
 # --- Fashion-MNIST --------------------------------------------------------------------------------
 
-def _fashion_raw(root: Path | None, verify: bool = True):
-    d = Path(root) if root else FASHION_MNIST_SYSTEM_DIR
-    fix = "install Debian's package (`apt-get install dataset-fashion-mnist`) or pass root= a directory " \
-          "holding the four standard .gz IDX files"
+def _idx_dir(d: Path, shas: dict, label: str, fix: str, verify: bool = True):
+    """The four standard IDX files of an MNIST-type data set in directory ``d`` (``.gz`` or plain)."""
     out = {}
-    for name, sha in FASHION_MNIST_SHA256.items():
-        p = d / f"{name}.gz"
-        if not p.exists():
-            raise DataError(f"Fashion-MNIST file {p} not found. Fix: {fix} (`lotterylab data fetch fashion-mnist` "
-                            f"runs the apt-get command)")
+    for name, sha in shas.items():
+        p = next((q for q in (d / f"{name}.gz", d / name) if q.is_file()), None)
+        if p is None:
+            raise DataError(f"{label} file {d / name}(.gz) not found. Fix: {fix}")
         try:
-            raw = gzip.decompress(p.read_bytes())
+            raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{p}: broken gzip stream ({e}); the file is truncated or corrupt. Fix: {fix}") from e
         if verify:
-            _check_sha(raw, sha, str(p), fix)
+            _check_sha(raw, sha, str(p), fix + " (or pass --no-verify / verify=False for your own files in this format)")
         out[name] = parse_idx(raw, str(p), 3 if "images" in name else 1)
     return (out["train-images-idx3-ubyte"], out["train-labels-idx1-ubyte"],
             out["t10k-images-idx3-ubyte"], out["t10k-labels-idx1-ubyte"])
+
+
+def _fashion_raw(root: Path | None, verify: bool = True):
+    d = Path(root) if root else FASHION_MNIST_SYSTEM_DIR
+    fix = "install Debian's package (`apt-get install dataset-fashion-mnist`, or `lotterylab data fetch " \
+          "fashion-mnist`) or pass root= a directory holding the four standard .gz IDX files"
+    return _idx_dir(d, FASHION_MNIST_SHA256, "Fashion-MNIST", fix, verify)
 
 
 def fetch_fashion_mnist(quiet: bool = False) -> Path:
@@ -332,10 +340,10 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
 
     ``view="32x32x3"`` pads and repeats MNIST-type images so CIFAR architectures run on them.
     Normalisation uses the training split's per-channel mean and std. ``verify=False`` skips the
-    SHA-256 check of Fashion-MNIST files (structure and gzip CRC are always checked), for other
-    data in the same format; MNIST is always checked against its pinned hashes.
+    SHA-256 check of IDX files in a user directory (structure and gzip CRC are always checked), for
+    other data in the same format; the MNIST tarball is always checked against its pinned hashes.
     """
-    readers = {"mnist": _mnist_raw, "fashion-mnist": lambda r: _fashion_raw(r, verify), "cifar10": _cifar_raw}
+    readers = {"mnist": lambda r: _mnist_raw(r, verify), "fashion-mnist": lambda r: _fashion_raw(r, verify), "cifar10": _cifar_raw}
     if name not in readers:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
     xtr, ytr, xte, yte = readers[name](root)

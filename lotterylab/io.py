@@ -8,6 +8,7 @@ process leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,11 +23,19 @@ class FileFormatError(ValueError):
     """A file exists but is not a valid lotterylab file (corrupt, truncated, wrong kind or version)."""
 
 
+def _file_mode() -> int:
+    """0o666 less the process umask: what ``open()`` would give (mkstemp's files are 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())  # colleagues on a shared server can read results, as the umask allows
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -39,7 +48,34 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 
 def write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    """Strict JSON (RFC 8259): NaN and infinities are written as null, never as bare tokens."""
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def finite_json(obj):
+    """``obj`` with every non-finite float replaced by None (recursively through dicts, lists, tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return finite_json(obj.item())
+    return obj
+
+
+def remove_stale_tmp(directory) -> int:
+    """Delete ``.*.tmp`` files an interrupted atomic write left in ``directory``; returns how many."""
+    d = Path(directory)
+    n = 0
+    if d.is_dir():
+        for p in d.glob(".*.tmp"):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
 
 
 def _json_default(o):

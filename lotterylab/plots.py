@@ -34,13 +34,19 @@ def _save(fig, path) -> Path:
 
 
 def _density_axis(ax, densities):
+    """Log axis in one unit (percent kept), ticks at the measured densities, thinned so labels never overlap."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
     ax.set_xscale("log")
     ax.invert_xaxis()  # read left to right as pruning proceeds
-    ticks = sorted(set(round(100 * d, 1) for d in densities), reverse=True)
-    if len(ticks) > 10:
-        ticks = ticks[:: max(1, len(ticks) // 8)]
+    ticks: list[float] = []
+    for t in sorted({float(f"{100 * d:.3g}") for d in densities if d > 0}, reverse=True):
+        if not ticks or np.log10(ticks[-1] / t) >= 0.12:  # at least ~1/8 decade apart
+            ticks.append(t)
+    ax.xaxis.set_minor_locator(NullLocator())  # matplotlib's own minor labels are fractions: never mixed in
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks([t / 100 for t in ticks])
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xticklabels([f"{t:g}" for t in ticks], rotation=45 if len(ticks) > 8 else 0)
     ax.set_xlabel("density (% of weights kept, log scale)")
 
 
@@ -112,10 +118,11 @@ def heatmap(values, path, xlabels, ylabels, xlabel: str, ylabel: str, title: str
 def training_curves(histories: dict, path, title: str = "training", key: str = "test_accuracy") -> Path:
     """``{label: history}`` (a training result's ``history``): ``key`` against iteration."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    pct = key.endswith("accuracy")  # accuracies in percent, as everywhere else
     for label, hist in histories.items():
-        ax.plot([h["iteration"] for h in hist], [h[key] for h in hist], label=label)
+        ax.plot([h["iteration"] for h in hist], [(100 if pct else 1) * h[key] for h in hist], label=label)
     ax.set_xlabel("iteration")
-    ax.set_ylabel(key.replace("_", " "))
+    ax.set_ylabel(key.replace("_", " ") + (" (%)" if pct else ""))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

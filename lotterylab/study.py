@@ -41,13 +41,19 @@ class PretrainStudyConfig:
                             metadata={"help": "pre-training checkpoints t (iterations)"})
     model: str = field(default="mlp", metadata={"help": "mlp: 784-width-10; cnn: width 5x5 filters, max pooling, "
                                                         "linear readout (GFS selects filters)", "choices": ["mlp", "cnn"]})
-    width: int = field(default=512, metadata={"help": "hidden neurons (mlp) or filters (cnn) of the two-layer net"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate of the pre-training"})
-    batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
-    neurons: int = field(default=256, metadata={"help": "GFS neuron budget (distinct neurons kept)"})
-    steps_per_neuron: float = field(default=1.5, metadata={"help": "GFS picks per budgeted neuron (re-weighting)"})
-    gfs_batch: int = field(default=1024, metadata={"help": "examples GFS selects on (from the subset)"})
-    pool: int = field(default=128, metadata={"help": "GFS random candidate pool per pick (0: all neurons)"})
+    width: int = field(default=512, metadata={
+        "help": "hidden neurons (mlp) or filters (cnn) of the two-layer net", "check": "positive"})
+    lr: float = field(default=0.05, metadata={"help": "SGD learning rate of the pre-training", "check": "positive"})
+    batch_size: int = field(default=128, metadata={"help": "pre-training batch size", "check": "positive"})
+    neurons: int = field(default=256, metadata={"help": "GFS neuron budget (distinct neurons kept)",
+                                                   "check": "positive"})
+    steps_per_neuron: float = field(default=1.5, metadata={"help": "GFS picks per budgeted neuron (re-weighting)",
+                                                           "check": "positive"})
+    gfs_batch: int = field(default=1024, metadata={
+        "help": "examples GFS selects on (from the subset)", "flag": "selection-examples", "aliases": ["--gfs-batch"],
+        "check": "positive"})
+    pool: int = field(default=128, metadata={"help": "GFS random candidate pool per pick (0: all neurons)",
+                                             "check": "nonneg"})
     step: str = field(default="1/k", metadata={"help": "GFS step: 1/k or line", "choices": ["1/k", "line"]})
     rule: str = field(default="level", metadata={
         "help": "T*(m): first t whose pruned train loss is <= (level) --tol, a fixed loss; (plateau) its lowest "
@@ -248,13 +254,14 @@ def _size_job(cfg: PretrainStudyConfig, data_name: str, m: int, out: Path, threa
 
 
 def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str | Path = "runs/study",
-              device=None, plots_dir: str | Path | None = None, log=print, workers: int = 1) -> dict:
+              device=None, plots_dir: str | Path | None = None, log=print, workers: int = 1, nested: bool = True) -> dict:
     """Run (or resume) the study; ``workers`` > 1 runs subset sizes in that many processes, each on
-    one thread (the data set is reloaded by name there, so only named data sets qualify)."""
+    one thread (the data set is reloaded by name there, so only named data sets qualify).
+    ``nested``: cells go to ``out/<cells key>`` (default) or, False, to ``out`` itself."""
     from . import plots
 
     cfg = cfg or PretrainStudyConfig()
-    out = Path(out) / cells_key(cfg)
+    out = Path(out) / cells_key(cfg) if nested else Path(out)
     sizes, its = parse_ints(cfg.sizes), parse_ints(cfg.iterations)
     if max(sizes) > len(data.train):
         raise ValueError(f"largest subset {max(sizes)} exceeds the {len(data.train)} training examples")

@@ -27,9 +27,12 @@ on the same numbers choose the same subsets. Work is chunked, so memory stays bo
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+
+from .threads import numba_threads
 
 OBJECTIVES = ("min_error", "min_cardinality", "min_l1", "fixed_size")
 MAX_N = 32
@@ -135,6 +138,20 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
     err = torch.empty(B, dtype=values.dtype, device=device)
     ok = torch.empty(B, dtype=torch.bool, device=device)
     fallback = torch.zeros(B, dtype=torch.bool, device=device)
+    with numba_threads() if use_numba else nullcontext():
+        exact = _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute,
+                              (mask, sums, err, ok, fallback))
+    method = ("numba" if use_numba else f"{'brute_force' if brute else 'torch'}-{device.type}") + \
+        ("-vector" if vector else "")
+    return SubsetSumResult(mask=mask, sum=sums, error=err, ok=ok,
+                           fallback=fallback, objective=objective, eps=eps, exact=exact,
+                           method=method + ("" if exact else "-heuristic"))
+
+
+def _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute, outs) -> bool:
+    """Fill the outputs chunk by chunk; returns whether every chunk was solved exactly."""
+    mask, sums, err, ok, fallback = outs
+    B, n = values.shape[:2]
     exact = True
     for lo in range(0, B, CHUNK):
         hi = min(lo + CHUNK, B)
@@ -161,20 +178,18 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
             s64 = (X * m).sum(dim=1)
             e64 = (T - s64).abs()
         sums[lo:hi], err[lo:hi], ok[lo:hi] = s64, e64, e64 <= eps
-    method = ("numba" if use_numba else f"{'brute_force' if brute else 'torch'}-{device.type}") + \
-        ("-vector" if vector else "")
-    return SubsetSumResult(mask=mask, sum=sums, error=err, ok=ok,
-                           fallback=fallback, objective=objective, eps=eps, exact=exact,
-                           method=method + ("" if exact else "-heuristic"))
+    return exact
 
 
 def _threads() -> int:
-    """Use torch's thread setting for numba too; returns the number of blocks to split work into."""
-    from numba import config, set_num_threads
+    """The number of blocks to split work into (numba's pool is sized by :func:`numba_threads`)."""
+    return 16 * max(1, min(torch.get_num_threads(), _numba_config().NUMBA_NUM_THREADS))
 
-    n = max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS))
-    set_num_threads(n)
-    return 16 * n
+
+def _numba_config():
+    from numba import config
+
+    return config
 
 
 def _solve_numba(X, T, eps, objective, k, vector):

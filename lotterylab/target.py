@@ -117,14 +117,39 @@ def _activation_of_module(m: nn.Module) -> str | None | bool:
     return False
 
 
+def _is_shape_query(node) -> bool:
+    """``x.size(...)``, ``x.dim()``, ``x.shape`` and ``x.shape[i]``: shape plumbing, not data."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "shape":
+        return True
+    return (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node)
+            and _is_shape_query(node.args[0]))
+
+
+class _BatchProxy(fx.Proxy):
+    """A traced value whose ``len()`` is a concrete batch size: ``x.reshape(len(x), -1)`` then traces
+    (``len`` must return an int, so it cannot be recorded). The read graph is only read, never run,
+    and convolutional reads are checked against the module's own forward."""
+
+    def __len__(self):
+        return 2
+
+
+class _Tracer(fx.Tracer):
+    def proxy(self, node):
+        return _BatchProxy(node, self)
+
+
 def _trace(target: nn.Module, supported: str) -> fx.GraphModule:
     if not isinstance(target, nn.Module):
         raise UnsupportedTarget(f"target must be an nn.Module, got {type(target).__name__}")
     try:
-        return fx.symbolic_trace(target)
+        return fx.GraphModule(target, _Tracer().trace(target))
     except Exception as e:  # noqa: BLE001 - fx raises many kinds; all mean "not traceable"
         raise UnsupportedTarget(f"cannot trace the target with torch.fx ({type(e).__name__}: {e}); its forward must "
-                                f"be built from supported layers: {supported}") from None
+                                f"be built from supported layers: {supported}; flatten with nn.Flatten, "
+                                f"x.flatten(1) or x.view(x.size(0), -1)") from None
 
 
 def read_mlp(target: nn.Module) -> TargetMLP:
@@ -144,6 +169,8 @@ def read_mlp(target: nn.Module) -> TargetMLP:
         if node.op == "output":
             continue
         kind, detail = _classify(node, modules, SUPPORTED)
+        if kind == "shape":  # x.size(0), x.shape[0]: the arguments of a flattening view, no tensor
+            continue
         if kind in ("conv", "bn", "pool"):
             name = detail["op"] if kind == "pool" else type(detail).__name__
             raise UnsupportedTarget(f"node {node.name!r} ({name}): a fully connected target is a chain of nn.Linear "
@@ -248,6 +275,8 @@ def _classify(node, modules, supported: str = NET_SUPPORTED) -> tuple[str, objec
             raise UnsupportedTarget(f"module {node.target!r} ({type(m).__name__}) is not supported; supported: "
                                     f"{supported}")
         return ("act", a) if a else ("pass", None)
+    if _is_shape_query(node):
+        return "shape", None
     if node.op == "call_function":
         fn = node.target
         if fn is torch.flatten:
@@ -360,6 +389,8 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
             val[node] = (k, "pre+add", sha)
             continue
         kind, detail = _classify(node, modules)
+        if kind == "shape":  # x.size(0), x.shape[0]: the arguments of a flattening view, no tensor
+            continue
         if len(ins) != 1:
             raise UnsupportedTarget(f"node {node.name!r} combines several tensors; supported: {NET_SUPPORTED}")
         k_in, stage, cur = ins[0]

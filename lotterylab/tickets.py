@@ -61,7 +61,15 @@ class Ticket:
         if arch is None:
             raise ValueError("model has no lotterylab_arch: build it with lotterylab.models.create so it can be regenerated")
         spec = InitSpec(weight=init) if isinstance(init, str) else (InitSpec.from_dict(init) if isinstance(init, dict) else init)
-        return cls(arch, spec.resolve(model), seed, masks, report)
+        ticket = cls(arch, spec.resolve(model), seed, masks, report)
+        if state_sha256(ticket.source()) != state_sha256(model):
+            raise ValueError(
+                f"the model's weights are not its initialisation under init={init!r}, seed={seed}: a ticket stores "
+                f"(architecture, init, seed) + mask and regenerates the *initial* weights, so it cannot hold trained "
+                f"weights (and a wrong init/seed would regenerate another network). Build the ticket from the model "
+                f"as created (models.create with this init and seed) before training; keep trained weights in the "
+                f"run folder (lotterylab.load_run) or with Mask.save")
+        return ticket
 
     def source(self, device=None) -> nn.Module:
         """The full random source network, regenerated from the seed."""
@@ -90,7 +98,8 @@ class Ticket:
             "generator": GENERATOR, "arch": self.arch, "init": self.init, "seed": self.seed,
             "mask": {"format_version": MASK_FORMAT_VERSION, "shapes": {n: list(m.shape) for n, m in self.masks.items()},
                      "sha256": self.masks.fingerprint()},
-            "source_sha256": state_sha256(source), "report": self.report,
+            # wall-clock timings stay in result.json: identical runs must write byte-identical tickets
+            "source_sha256": state_sha256(source), "report": {k: v for k, v in self.report.items() if k != "timings_s"},
         }
         save_tensors(path, {f"mask.{n}": pack_bits(m) for n, m in self.masks.items()}, meta)
         return path

@@ -39,19 +39,24 @@ RESULT = "result.json"
 @dataclass
 class TrainConfig:
     optimizer: str = field(default="adam", metadata={"help": "sgd, adam or adamw", "choices": ["sgd", "adam", "adamw"]})
-    lr: float = field(default=1.2e-3, metadata={"help": "learning rate"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    lr: float = field(default=1.2e-3, metadata={"help": "learning rate", "check": "positive"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum", "check": "unit"})
     nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum (SGD)"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 (sgd, adam) or decoupled (adamw) weight decay"})
-    batch_size: int = field(default=60, metadata={"help": "examples per step"})
-    budget: str = field(default="50000it", metadata={"help": "training length, e.g. 50000it or 20ep"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 (sgd, adam) or decoupled (adamw) weight decay",
+                                                           "check": "nonneg"})
+    batch_size: int = field(default=60, metadata={"help": "examples per step", "check": "positive"})
+    budget: str = field(default="50000it", metadata={"help": "training length, e.g. 50000it or 20ep",
+                                                             "check": "positive_steps"})
     schedule: str = field(default="constant", metadata={"help": "constant, cosine or step",
                                                         "choices": ["constant", "cosine", "step"]})
     milestones: str = field(default="", metadata={"help": "step schedule: comma list like 80ep,120ep"})
-    gamma: float = field(default=0.1, metadata={"help": "step schedule: factor at each milestone"})
-    warmup: str = field(default="0it", metadata={"help": "linear warm-up length"})
-    eval_every: str = field(default="1ep", metadata={"help": "evaluation (and checkpoint) interval"})
-    seed: int = field(default=0, metadata={"help": "seed of the data order and of dropout"})
+    gamma: float = field(default=0.1, metadata={"help": "step schedule: factor at each milestone",
+                                                         "check": "positive"})
+    warmup: str = field(default="0it", metadata={"help": "linear warm-up length", "check": "steps"})
+    eval_every: str = field(default="1ep", metadata={"help": "evaluation (and checkpoint) interval",
+                                                          "check": "positive_steps"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order and of dropout",
+                                                    "check": "nonneg"})
 
 
 @dataclass
@@ -204,6 +209,8 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     n = len(train_split)
     if n < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} training examples")
+    if len(val) == 0:
+        raise ValueError("no validation examples: the loop reports and early-stops on validation loss; use val_size >= 1")
     per_epoch = n // cfg.batch_size  # full batches only: every step sees batch_size examples
     total = parse_steps(cfg.budget, per_epoch)
     eval_every = max(parse_steps(cfg.eval_every, per_epoch), 1)
@@ -241,7 +248,9 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         with torch.no_grad():
             torch._foreach_mul_(masked, mask_values)
 
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    # from the config, not the param groups: after a resume those hold the checkpoint's scheduled
+    # rate, and the schedule factor would be applied twice (a resumed cosine run trained differently)
+    base_lrs = [cfg.lr for _ in optimizer.param_groups]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -306,6 +315,8 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     elapsed = time.perf_counter() - t0
     steps = loop.iteration - start_it
     result = summarize(loop, cfg, config_hash, elapsed, eval_time, steps)
+    if getattr(model, "lotterylab_arch", None) is not None:  # lets load_run rebuild the model
+        result["arch"] = model.lotterylab_arch
     if out is not None:
         write_json(out / RESULT, result)
     return result

@@ -166,3 +166,26 @@ def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
     for p in m.parameters():
         p.requires_grad_(False)
     return m
+
+
+@torch.no_grad()
+def compare(target: nn.Module, network: nn.Module, split, batch: int = 2000, device=None) -> dict:
+    """Target and ticket network on labelled data (e.g. the test set), in float64: accuracies,
+    top-1 agreement and the largest output difference."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    f, g = _as_float64(target, device), _as_float64(network, device)
+    n = len(split)
+    acc_t = acc_k = agree = 0
+    err = 0.0
+    for i in range(0, n, batch):
+        x = split.x[i:i + batch].to(device=device, dtype=torch.float64)
+        y = split.y[i:i + batch].to(device)
+        ot, ok = f(x), g(x)
+        pt, pk = ot.argmax(1), ok.argmax(1)
+        acc_t += int((pt == y).sum())
+        acc_k += int((pk == y).sum())
+        agree += int((pt == pk).sum())
+        err = max(err, float((ot - ok).abs().max()))
+    n = max(n, 1)
+    return {"target_accuracy": acc_t / n, "ticket_accuracy": acc_k / n, "agreement": agree / n,
+            "max_output_error": err}

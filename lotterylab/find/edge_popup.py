@@ -29,12 +29,15 @@ from .scores import prunable
 
 @dataclass
 class EdgePopupConfig:
-    density: float = field(default=0.5, metadata={"help": "fraction of each layer's weights kept (k)"})
+    density: float = field(default=0.5, metadata={"help": "fraction of each layer's weights kept (k)",
+                                                    "check": "density"})
     weight_init: str = field(default="signed_constant", metadata={
-        "help": "frozen weights: signed_constant (+-sqrt(2/fan_in)) or kaiming_normal",
-        "choices": ["signed_constant", "kaiming_normal", "kaiming_uniform"]})
+        "help": "frozen weights: signed_constant (+-sqrt(2/fan_in)) or kaiming_normal", "flag": "init",
+        "aliases": ["--weight-init"], "choices": ["signed_constant", "kaiming_normal", "kaiming_uniform"]})
     scale_fan: bool = field(default=True, metadata={"help": "scale weights by 1/sqrt(density) (the kept fan-in)"})
-    network_seed: int = field(default=0, metadata={"help": "seed of the random network and the initial scores"})
+    network_seed: int = field(default=0, metadata={
+        "help": "seed of the random network and the initial scores", "flag": "model-seed", "aliases": ["--network-seed"],
+        "check": "nonneg"})
 
 
 class _TopK(torch.autograd.Function):
@@ -112,7 +115,7 @@ def edge_popup(arch_name: str, data: DataSplits, cfg: EdgePopupConfig | None = N
                           seed=cfg.network_seed, device=device, **model_kwargs)
     names = attach(model, cfg.density, cfg.network_seed)
     result = train(model, data, train_cfg, out=out, device=device, progress=progress,
-                   extra_hash={"edge_popup": vars(cfg), "arch": model.lotterylab_arch})
+                   extra_hash={"edge_popup": vars(cfg), "arch": model.lotterylab_arch, "data": data.describe()})
     mask = current_mask(model, names)
     clean = models.create(arch_name, activation, input_shape=data.input_shape, num_classes=data.num_classes, init=spec,
                           seed=cfg.network_seed, **model_kwargs)

@@ -34,13 +34,22 @@ from ..training import TrainConfig, train
 
 @dataclass
 class GFSConfig:
-    fraction: float = field(default=0.5, metadata={"help": "neurons kept per hidden layer, as a fraction"})
-    neurons: int = field(default=0, metadata={"help": "neurons kept per hidden layer (overrides --fraction)"})
-    tol: float = field(default=0.0, metadata={"help": "stop a layer early once its loss <= dense loss + tol (0: off)"})
-    steps_per_neuron: float = field(default=2.0, metadata={"help": "picks allowed per budgeted neuron (re-weighting)"})
-    pool: int = field(default=0, metadata={"help": "random candidate pool per step (0: all neurons)"})
-    batch: int = field(default=4096, metadata={"help": "selection examples (0: the whole training set)"})
-    finetune: str = field(default="0it", metadata={"help": "fine-tuning between layers, e.g. 500it"})
+    fraction: float = field(default=0.5, metadata={
+        "help": "fraction of each hidden layer's neurons kept", "flag": "density", "aliases": ["--fraction"],
+        "check": "density"})
+    neurons: int = field(default=0, metadata={"help": "neurons kept per hidden layer (overrides --density)",
+                                                 "check": "nonneg"})
+    tol: float = field(default=0.0, metadata={
+        "help": "stop a layer early once its loss <= dense loss + tol (0: off)", "check": "nonneg"})
+    steps_per_neuron: float = field(default=2.0, metadata={
+        "help": "picks allowed per budgeted neuron (re-weighting)", "check": "positive"})
+    pool: int = field(default=0, metadata={"help": "random candidate pool per step (0: all neurons)",
+                                           "check": "nonneg"})
+    batch: int = field(default=4096, metadata={
+        "help": "examples the selection is made on (0: the whole training set)", "flag": "selection-examples",
+        "aliases": ["--batch"], "check": "nonneg"})
+    finetune: str = field(default="0it", metadata={"help": "fine-tuning between layers, e.g. 500it",
+                                                          "check": "steps"})
     step: str = field(default="1/k", metadata={"help": "1/k (Ye et al.: uniform average of the picks), line "
                                                        "(Frank-Wolfe line search on a grid; loss never increases) or "
                                                        "add (Ye et al.'s deep-net variant: grow a plain mask, no "

@@ -42,10 +42,15 @@ from .scores import mask_from_scores, prunable, shuffle_within_layers
 
 @dataclass
 class IMPConfig:
-    target_density: float = field(default=0.036, metadata={"help": "stop once the pruned weights' density is <= this"})
-    rounds: int = field(default=0, metadata={"help": "pruning rounds (0: as many as target-density needs)"})
-    rate: float = field(default=0.2, metadata={"help": "fraction of surviving weights removed per round"})
-    output_rate: float = field(default=0.1, metadata={"help": "rate for the output layer (layerwise scope)"})
+    target_density: float = field(default=0.036, metadata={
+        "help": "stop once the pruned weights' density (fraction kept) is <= this", "flag": "density",
+        "aliases": ["--target-density"], "check": "density"})
+    rounds: int = field(default=0, metadata={"help": "pruning rounds (0: as many as --density needs)",
+                                                "check": "nonneg"})
+    rate: float = field(default=0.2, metadata={"help": "fraction of surviving weights removed per round",
+                                                 "check": "rate"})
+    output_rate: float = field(default=0.1, metadata={"help": "rate for the output layer (layerwise scope)",
+                                                        "check": "unit"})
     scope: str = field(default="layerwise", metadata={"help": "layerwise or global magnitude",
                                                        "choices": ["layerwise", "global"]})
     rewind: str = field(default="init", metadata={"help": "init, <k>it / <k>ep (iteration rewinding), lr, finetune"})

@@ -30,17 +30,19 @@ ABLATIONS = ("none", "shuffle", "reinit", "invert")
 class PaIConfig:
     method: str = field(default="snip", metadata={"help": "snip, grasp, synflow, magnitude or random",
                                                    "choices": list(METHODS)})
-    density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
+    density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept", "check": "density"})
     scope: str = field(default="global", metadata={"help": "global ranking or per-layer densities",
                                                     "choices": ["global", "layerwise"]})
     layer_density: str = field(default="uniform", metadata={"help": "per-layer densities (layerwise scope, random)",
                                                              "choices": ["uniform", "er", "erk"]})
-    batches: int = field(default=10, metadata={"help": "data batches scored (SNIP, GraSP)"})
-    score_batch_size: int = field(default=128, metadata={"help": "examples per scoring batch"})
-    synflow_iterations: int = field(default=100, metadata={"help": "SynFlow pruning iterations (exponential schedule)"})
-    grasp_temperature: float = field(default=200.0, metadata={"help": "GraSP's softmax temperature"})
+    batches: int = field(default=10, metadata={"help": "data batches scored (SNIP, GraSP)", "check": "positive"})
+    score_batch_size: int = field(default=128, metadata={"help": "examples per scoring batch", "check": "positive"})
+    synflow_iterations: int = field(default=100, metadata={"help": "SynFlow pruning iterations (exponential schedule)",
+                                                               "check": "positive"})
+    grasp_temperature: float = field(default=200.0, metadata={"help": "GraSP's softmax temperature", "check": "positive"})
     ablation: str = field(default="none", metadata={"help": "none, shuffle, reinit or invert", "choices": list(ABLATIONS)})
-    score_seed: int = field(default=0, metadata={"help": "seed of the scoring batches, random scores and ablations"})
+    score_seed: int = field(default=0, metadata={"help": "seed of the scoring batches, random scores and ablations",
+                                                          "check": "nonneg"})
 
 
 def _batches(data: DataSplits, cfg: PaIConfig, device):

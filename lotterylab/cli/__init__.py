@@ -1,0 +1,140 @@
+"""``lotterylab`` command line: a thin layer over the library API, its flags generated from the
+same config dataclasses the library takes (one vocabulary: see the README's table)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from .. import __version__
+from .. import data as data_mod
+from ..hparams import CHECKS, DeprecatedAlias, add_arguments
+from ..io import FileFormatError
+from ..training import TrainConfig
+from .options import ModelDataConfig, add_run_options
+
+EDGE_POPUP_TRAINING = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                                  budget="20ep", schedule="cosine")
+
+
+def _trainer(sub, name: str, help_: str, train_defaults=None, exclude=()):
+    sp = sub.add_parser(name, help=help_)
+    add_arguments(sp, ModelDataConfig, exclude=exclude)
+    add_arguments(sp, TrainConfig, train_defaults)
+    add_run_options(sp)
+    return sp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..find.edge_popup import EdgePopupConfig
+    from ..find.gfs import GFSConfig
+    from ..find.imp import IMPConfig
+    from ..find.pai import PaIConfig
+    from ..study import PretrainStudyConfig
+    from . import construct_commands as cc
+    from . import file_commands as fc
+    from . import train_commands as tc
+    from .targets import TargetConfig
+
+    p = argparse.ArgumentParser(prog="lotterylab", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lotterylab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="data sets")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    f = dsub.add_parser("fetch", help="make a data set available offline")
+    f.add_argument("name", choices=["mnist", "fashion-mnist", "cifar10"])
+    f.set_defaults(func=fc.cmd_fetch)
+
+    t = _trainer(sub, "train", "train a model (default: LeNet-300-100 on MNIST, Frankle & Carbin protocol)")
+    t.set_defaults(func=tc.cmd_train)
+
+    c = sub.add_parser("construct", help="construct a strong ticket of a target by pruning a random source")
+    add_arguments(c, TargetConfig)
+    add_arguments(c, cc.ConstructConfig)
+    add_run_options(c, device=False)
+    c.set_defaults(func=cc.cmd_construct)
+
+    im = _trainer(sub, "imp", "iterative magnitude pruning with rewinding (resumable per round)")
+    add_arguments(im, IMPConfig)
+    im.add_argument("--control", default="none", choices=["none", "reinit", "random_mask"],
+                    help="also train a control at every density")
+    im.add_argument("--control-seed", type=CHECKS["nonneg"](int), default=1)
+    im.set_defaults(func=tc.cmd_imp)
+
+    pa = _trainer(sub, "pai", "prune at initialisation (SNIP, GraSP, SynFlow, magnitude, random) and train")
+    add_arguments(pa, PaIConfig)
+    pa.set_defaults(func=tc.cmd_pai)
+
+    ep = _trainer(sub, "edge-popup", "search a strong ticket on frozen random weights (writes a ticket file)",
+                  EDGE_POPUP_TRAINING, exclude=("init", "model_seed"))
+    add_arguments(ep, EdgePopupConfig)
+    ep.set_defaults(func=tc.cmd_edge_popup)
+
+    eb = _trainer(sub, "early-bird", "train with early-bird detection, then retrain the drawn ticket")
+    g = eb.add_argument_group("EarlyBird")
+    dens = CHECKS["rate"](float)
+    g.add_argument("--density", dest="eb_density", type=dens, default=0.5,
+                   help="fraction of channels (channel masks) or weights (magnitude masks) kept (default: 0.5)")
+    g.add_argument("--eb-density", dest="eb_density", type=dens, action=DeprecatedAlias, new_flag="--density",
+                   help=argparse.SUPPRESS)
+    g.add_argument("--kind", default="auto", choices=["auto", "channel", "magnitude"],
+                   help="channel (BN scales; models with BatchNorm), magnitude, or auto: channel when the model "
+                        "has BatchNorm (default: auto)")
+    g.add_argument("--window", type=CHECKS["positive"](int), default=5, help="masks compared (default: 5)")
+    g.add_argument("--threshold", type=CHECKS["positive"](float), default=0.1,
+                   help="largest normalised Hamming distance within the window (default: 0.1)")
+    g.add_argument("--l1", type=CHECKS["nonneg"](float), default=1e-4, help="L1 penalty on BN scales (channel masks)")
+    g.add_argument("--retrain", default="scratch", choices=["scratch", "continue"])
+    eb.set_defaults(func=tc.cmd_early_bird)
+
+    gf = sub.add_parser("gfs", help="greedy forward selection of neurons / filters (physically smaller result)")
+    add_arguments(gf, TargetConfig)
+    add_arguments(gf, GFSConfig)
+    add_run_options(gf, device=False)
+    gf.set_defaults(func=cc.cmd_gfs)
+
+    st = sub.add_parser("study", help="experiments")
+    stsub = st.add_subparsers(dest="study", required=True)
+    pt = stsub.add_parser("pretraining", help="Wolfe et al.: pre-training needed before GFS finds a good subnetwork")
+    add_arguments(pt, PretrainStudyConfig)
+    pt.add_argument("--dataset", default="mnist", choices=list(data_mod.DATASETS))
+    pt.add_argument("--plots-dir", default="", help="where the PNGs go (default: the run folder)")
+    pt.add_argument("--workers", type=CHECKS["positive"](int), default=2,
+                    help="processes (one subset size each, one thread each)")
+    add_run_options(pt, device=False, out_help="run folder (default: runs/study-pretraining-<model>-<data>-<hash of "
+                                               "what the cells depend on>); a rerun reuses every finished cell")
+    pt.set_defaults(func=cc.cmd_study)
+
+    pl = sub.add_parser("plot", help="accuracy or learning speed vs density for finished runs")
+    pl.add_argument("runs", nargs="+", help="run folders (or their result.json)")
+    pl.add_argument("--kind", default="accuracy", choices=["accuracy", "speed"])
+    pl.add_argument("--title", default="", help="default: the methods, models and data sets")
+    pl.add_argument("--out", default="", help="folder the figure is written into (default: runs/plot)")
+    pl.set_defaults(func=fc.cmd_plot)
+
+    i = sub.add_parser("info", help="summarise any file or run folder lotterylab writes")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="the full record as JSON")
+    i.set_defaults(func=fc.cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    ns = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="lotterylab.hparams")  # printed once already
+    try:
+        return ns.func(ns)
+    except (data_mod.DataError, FileFormatError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `lotterylab info ... | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

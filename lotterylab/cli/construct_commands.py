@@ -1,0 +1,182 @@
+"""``construct``, ``gfs`` and ``study``: commands on a trained target or a whole experiment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..hparams import from_namespace, to_dict
+from .options import RunFolder, pct, print_finished, stage, start
+from .targets import TargetConfig, load_target, target_record
+
+
+@dataclass
+class ConstructConfig:
+    mode: str = field(default="L+1", metadata={"help": "source depth: L+1 (Burkholz 2022) or 2L (Pensia et al.)",
+                                               "choices": ["L+1", "2L"]})
+    eps: float = field(default=0.01, metadata={"help": "guarantee mode: bound on the output error over the domain",
+                                               "check": "positive"})
+    eps_param: float = field(default=0.0, metadata={
+        "help": "paper mode: per-parameter tolerance instead of --eps (0: guarantee mode)", "check": "nonneg"})
+    first_layer: str = field(default="", metadata={"help": "first-layer scheme (default: by activation)",
+                                                   "choices": ["", "sign_trick", "linearize", "identity"]})
+    calibration: int = field(default=0, metadata={
+        "help": "paper mode: correct every bias for the mean error on this many training examples (0: off)",
+        "check": "nonneg"})
+    compensate: bool = field(default=False, metadata={
+        "help": "with --calibration: later weights' subset-sum targets cancel earlier errors (GPTQ-style)"})
+    copy_objective: str = field(default="", metadata={
+        "help": "subset choice in the L+1 copy layers (default: as the other layers)",
+        "choices": ["", "min_cardinality", "min_l1", "min_error"]})
+    low: float = field(default=-1.0, metadata={"help": "domain box, file targets without data (with --high)"})
+    high: float = field(default=1.0, metadata={"help": "upper end of the domain box"})
+    source_seed: int = field(default=0, metadata={"help": "seed of the random source network", "check": "nonneg"})
+    seed: int = field(default=0, metadata={"help": "seed of the calibration sample draw", "check": "nonneg"})
+    verify_samples: int = field(default=100_000, metadata={"help": "random points of the domain checked (0: skip "
+                                                                   "verification)", "check": "nonneg"})
+    attack_steps: int = field(default=200, metadata={"help": "gradient-attack steps of the verification",
+                                                     "check": "nonneg"})
+    test: bool = field(default=True, metadata={"help": "evaluate target and ticket on the test set (data targets)"})
+
+
+def cmd_construct(ns) -> int:
+    from .. import construct, plots, verify
+    from ..verification import compare
+
+    start(ns)
+    tc, cc = from_namespace(TargetConfig, ns), from_namespace(ConstructConfig, ns)
+    if cc.calibration and not cc.eps_param:
+        raise ValueError("--calibration is a paper-mode refinement: add --eps-param (e.g. 0.01) or drop --calibration")
+    if cc.compensate and not cc.calibration:
+        raise ValueError("--compensate needs --calibration N (and --eps-param): it cancels errors over that sample")
+    if cc.seed and not cc.calibration:
+        stage(ns, f"note: --seed {cc.seed} draws the calibration sample and none is drawn here; the random source "
+                  f"is drawn by --source-seed ({cc.source_seed})")
+    if cc.low >= cc.high:
+        raise ValueError(f"--low {cc.low} must be below --high {cc.high}")
+    run = RunFolder(ns, "construct", [Path(tc.target).stem, cc.mode])
+    done = run.check()
+    if done is not None:
+        print_finished(done, run.path)
+        return 0
+    log = (lambda text: stage(ns, text))
+    stage(ns, f"reading target {tc.target}")
+    target, splits = load_target(tc, need_data=cc.calibration > 0 and Path(tc.target).exists(),
+                                 progress=not ns.quiet, log=log)
+    if cc.calibration and Path(tc.target).exists():
+        try:
+            with torch.no_grad():
+                target(splits.train.x[:2])
+        except Exception as e:  # noqa: BLE001 - any failure means: not this data's inputs
+            raise ValueError(f"--calibration draws {tc.dataset} training images, which {tc.target} does not take "
+                             f"({type(e).__name__}); give the target's own data with --dataset / --data-root") from None
+    on_data = splits is not None and not Path(tc.target).exists() or (splits is not None and cc.calibration)
+    if on_data:
+        domain, domain_text = splits.test.x, f"the per-channel box of the {tc.dataset} test images"
+    else:
+        domain, domain_text = (cc.low, cc.high), f"the box [{cc.low}, {cc.high}] per input"
+    kwargs = {"eps_param": cc.eps_param} if cc.eps_param else {"eps": cc.eps}
+    if cc.calibration:
+        kwargs["calibration"] = splits.train.take(cc.calibration, seed=cc.seed).x
+        kwargs["compensate"] = cc.compensate
+    if cc.copy_objective:
+        kwargs["copy_objective"] = cc.copy_objective
+    mode_text = f"paper mode, eps_param {cc.eps_param}" if cc.eps_param else f"guarantee mode, eps {cc.eps}"
+    stage(ns, f"constructing a depth-{cc.mode} ticket ({mode_text}; domain: {domain_text})")
+    ticket = construct(target, mode=cc.mode, seed=cc.source_seed, domain=domain, first_layer=cc.first_layer or None,
+                       log=log, **kwargs)
+    ticket.save(run.path / "ticket.safetensors")
+    rep = dict(ticket.report)
+    if cc.verify_samples:
+        stage(ns, f"verifying: {cc.verify_samples:,} sampled points, {cc.attack_steps} attack steps")
+        rep["verify"] = verify(target, ticket, domain=domain, samples=cc.verify_samples, attack_steps=cc.attack_steps)
+    if splits is not None and cc.test and on_data:
+        stage(ns, f"test set: {len(splits.test):,} images")
+        rep["test"] = compare(target, ticket.network(), splits.test)
+    rep["file"] = ticket.file_report(run.path / "ticket.safetensors")
+    plots.construction(rep, run.path / "construction.png", rep.get("verify"), rep.get("test"))
+    p = rep["parameters"]
+    what = ("a worst-case bound on |target(x) - ticket(x)| over " + domain_text)
+    lines = []
+    if "test" in rep:
+        te = rep["test"]
+        lines.append(f"test set: target accuracy {pct(te['target_accuracy'])}, ticket {pct(te['ticket_accuracy'])}, "
+                     f"top-1 agreement {pct(te['agreement'])}, largest output difference {te['max_output_error']:.3g}")
+    lines.append(f"{cc.mode} ticket ({mode_text}): {p['ticket']:,} of the source's {p['source']:,} parameters kept "
+                 f"({p['ticket_per_target']:.1f}x the target's {p['target']:,}); constructed in "
+                 f"{rep['timings_s']['total']:.1f} s")
+    if "verify" in rep:
+        lines.append(f"largest error found by sampling and attack: {rep['verify']['sup_error']:.3g}")
+    vac = " (vacuous at this size: far above any error seen)" if rep["certificate"] > 1 and cc.eps_param else ""
+    lines.append(f"certificate {rep['certificate']:.3g}: {what}{vac}")
+    lines.append(f"written to {run.path}")
+    run.finish({"kind": "construct", "target": target_record(tc), "construct": to_dict(cc),
+                "domain": domain_text, "mode": {"depth": cc.mode, "paper": bool(cc.eps_param)}, "report": rep}, lines)
+    return 0
+
+
+def cmd_gfs(ns) -> int:
+    from ..find.gfs import GFSConfig, forward_time, gfs
+    from ..io import save_tensors
+    from ..training import evaluate
+
+    start(ns)
+    tc, cfg = from_namespace(TargetConfig, ns), from_namespace(GFSConfig, ns)
+    run = RunFolder(ns, "gfs", [Path(tc.target).stem])
+    done = run.check()
+    if done is not None:
+        print_finished(done, run.path)
+        return 0
+    target, splits = load_target(tc, need_data=True, progress=not ns.quiet, log=lambda t: stage(ns, t))
+    stage(ns, f"greedy forward selection (density {cfg.fraction}, {cfg.step} steps)")
+    small, rec = gfs(target, splits, cfg, progress=not ns.quiet)
+    stage(ns, "test set and forward timing")
+    dense_acc = evaluate(target, splits.test)["accuracy"]
+    acc = evaluate(small, splits.test)["accuracy"]
+    t_dense, t_small = forward_time(target, splits.test.x), forward_time(small, splits.test.x)
+    save_tensors(run.path / "model.safetensors", {k: v.detach().cpu() for k, v in small.state_dict().items()},
+                 {"kind": "weights", "widths": rec["widths"], "activation": tc.activation,
+                  "layout": "nn.Sequential(Flatten, Linear, act, ..., Linear)", "source": "gfs"})
+    run.finish({"kind": "gfs", "method": "GFS", "target": target_record(tc), "config": to_dict(cfg),
+                "selection": rec, "density": _neuron_density(rec), "dense_test_accuracy": dense_acc,
+                "test_accuracy": acc, "final": {"test_accuracy": acc},
+                "forward_s": {"dense": t_dense, "pruned": t_small}, "speedup": t_dense / t_small,
+                "data": splits.describe()},
+               [f"GFS: widths {rec['widths']}; test accuracy {pct(acc)} (dense {pct(dense_acc)}); forward pass "
+                f"{t_dense / t_small:.2f}x faster ({ns.threads} thread(s)); written to {run.path}"])
+    return 0
+
+
+def _neuron_density(rec: dict) -> float:
+    kept = sum(layer["kept"] for layer in rec["layers"])
+    before = sum(layer["width_before"] for layer in rec["layers"])
+    return kept / before if before else 1.0
+
+
+def cmd_study(ns) -> int:
+    from .. import data as data_mod
+    from ..study import PretrainStudyConfig, cells_key, run_study
+
+    start(ns)
+    cfg = from_namespace(PretrainStudyConfig, ns)
+    # the folder is keyed by what its cells depend on (not the grid or the threshold rule), so a rerun
+    # with a longer grid reuses every finished cell; the finished result is returned only for the same flags
+    run = RunFolder(ns, "study-pretraining", [cfg.model, ns.dataset], key={"cells": cells_key(cfg),
+                                                                           "dataset": ns.dataset})
+    done = run.check()
+    if done is not None:
+        print_finished(done, run.path)
+        return 0
+    splits = data_mod.load(ns.dataset)
+    res = run_study(splits, cfg, out=run.path, plots_dir=ns.plots_dir or None, workers=ns.workers, nested=False)
+    slope = res["fit"].get("slope")
+    if slope is None or slope != slope:
+        fit = (f"no slope: T*(m) was found for {sum(t is not None for t in res['T_star'].values())} of "
+               f"{len(res['T_star'])} subset sizes (needs 2); raise the largest of --iterations or --tol")
+    else:
+        fit = f"fitted slope {slope:.1f} iterations per e-fold of m (R^2 {res['fit']['r2']:.2f})"
+    run.finish({**res, "kind": "study_pretraining", "dataset": ns.dataset},
+               [f"T*(m): {res['T_star']}; {fit}; {res['wall_time_s']:.0f} s; results in {run.path}"])
+    return 0

@@ -1,0 +1,175 @@
+"""``data fetch``, ``info`` and ``plot``: commands on data sets and on what other commands wrote."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from .. import data as data_mod
+from ..io import FileFormatError, load_tensors, read_json
+from .options import pct
+
+MAX_JSON_BYTES = 64 << 20
+
+
+def cmd_fetch(ns) -> int:
+    data_mod.fetch(ns.name)
+    return 0
+
+
+def regular_file(path: Path) -> Path:
+    """Only regular files are read: a FIFO would block forever, a device never end."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file or folder") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileFormatError(f"{path}: not a regular file (a device, FIFO or socket); give a lotterylab file")
+    return path
+
+
+# --- info ---------------------------------------------------------------------------------------
+
+def summarize_result(r: dict) -> list[str]:
+    """A few lines about any result.json lotterylab writes."""
+    run = r.get("run", {})
+    kind = r.get("kind", run.get("command", "?"))
+    md = r.get("model_data") or {}
+    lines = [f"{kind} run" + (f" ({run.get('command')})" if run.get("command") else "")
+             + (f": {md.get('model')} ({md.get('activation')}) on {md.get('dataset')}" if md else "")]
+    if kind == "imp":
+        for row in r.get("rounds", []):
+            lines.append(f"  round {row['round']}: density {pct(row['density'])}, test accuracy "
+                         f"{pct(row['test_accuracy_at_min_val_loss'])}")
+    elif kind == "construct":
+        rep = r.get("report", {})
+        p = rep.get("parameters", {})
+        lines.append(f"  {rep.get('mode')} ticket of {r.get('target', {}).get('target')}: {p.get('ticket', 0):,} of "
+                     f"{p.get('source', 0):,} source parameters; certificate {rep.get('certificate', float('nan')):.3g}")
+        if rep.get("test"):
+            t = rep["test"]
+            lines.append(f"  test: target {pct(t['target_accuracy'])}, ticket {pct(t['ticket_accuracy'])}, agreement "
+                         f"{pct(t['agreement'])}")
+    elif kind == "gfs":
+        lines.append(f"  widths {r['selection']['widths']}; test accuracy {pct(r.get('test_accuracy'))} (dense "
+                     f"{pct(r.get('dense_test_accuracy'))}); forward {r.get('speedup', 0):.2f}x faster")
+    elif kind == "study_pretraining":
+        lines.append(f"  T*(m) {r.get('T_star')}; fit {r.get('fit')}")
+    else:
+        final = r.get("final") or {}
+        if r.get("density") is not None:
+            lines.append(f"  density {pct(r['density'])}")
+        if final:
+            lines.append(f"  final test accuracy {pct(final.get('test_accuracy'))} at iteration {final.get('iteration')}")
+        if r.get("min_val_loss_iteration") is not None:
+            lines.append(f"  min validation loss at iteration {r['min_val_loss_iteration']}")
+    if run:
+        lines.append(f"  threads {run.get('threads')}; lotterylab {run.get('lotterylab')}")
+    return lines
+
+
+def _info_tensors(path: Path) -> list[str]:
+    _, meta = load_tensors(path)
+    kind = meta.get("kind")
+    if kind == "ticket":
+        from ..tickets import load_ticket
+        t = load_ticket(path)
+        c = {**t.counts(), **t.file_report(path)}
+        return [f"ticket {path}: {t.arch.get('name')} ({t.arch.get('activation')}), seed {t.seed}, generator "
+                f"{meta.get('generator')}",
+                f"  {c['ticket_parameters']:,} of {c['source_parameters']:,} parameters kept (density "
+                f"{pct(c['density'])}); file {c['file_bytes']:,} bytes, bits_per_source_parameter "
+                f"{c['bits_per_source_parameter']:.3f}", t.masks.report()]
+    if kind == "mask":
+        from ..masks import Mask
+        m = Mask.load(path)
+        return [f"mask {path}: density {m.density:.4f}, sparsity {m.sparsity:.4f}", m.report()]
+    if kind == "checkpoint":
+        last = (meta.get("history") or [{}])[-1]
+        return [f"checkpoint {path}: iteration {meta.get('iteration')}, lotterylab {meta.get('lotterylab')}",
+                f"  last evaluation: test accuracy {pct(last.get('test_accuracy'))}, validation loss "
+                f"{last.get('val_loss')}"]
+    if kind == "weights":
+        tensors, _ = load_tensors(path, kind="weights")
+        n = sum(v.numel() for v in tensors.values())
+        extra = {k: v for k, v in meta.items() if k in ("iteration", "widths", "activation", "layout", "source")}
+        return [f"weights {path}: {len(tensors)} tensors, {n:,} values" + (f"; {extra}" if extra else "")]
+    raise FileFormatError(f"{path}: unknown lotterylab file kind {kind!r}")
+
+
+def cmd_info(ns) -> int:
+    path = Path(ns.path)
+    if path.is_dir():
+        if not (path / "result.json").exists():
+            files = sorted(p.name for p in path.iterdir())[:20]
+            raise FileFormatError(f"{path}: no result.json (an unfinished or foreign folder); it holds {files}")
+        path = path / "result.json"
+    regular_file(path)
+    if path.suffix == ".json":
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise FileFormatError(f"{path}: {path.stat().st_size:,} bytes, larger than any lotterylab result")
+        r = read_json(path)
+        if not isinstance(r, dict):
+            raise FileFormatError(f"{path}: not a lotterylab result (top level is {type(r).__name__})")
+        print(json.dumps(r, indent=2, sort_keys=True) if ns.json else "\n".join(summarize_result(r)))
+        return 0
+    lines = _info_tensors(path)
+    if ns.json:
+        _, meta = load_tensors(path)
+        print(json.dumps(meta, indent=2, sort_keys=True))
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+# --- plot ---------------------------------------------------------------------------------------
+
+def _points(r: dict, which: str, name: str) -> list[tuple[float, float]]:
+    """(density, accuracy or learning speed) of one result; a clear error for kinds without them."""
+    kind = r.get("kind")
+    if kind == "imp":
+        key = "test_accuracy_at_min_val_loss" if which == "accuracy" else "min_val_loss_iteration"
+        return [(row["density"], row[key]) for row in r["rounds"]]
+    if kind in ("train", "pai", "edge_popup", "early_bird"):
+        best = r.get("min_val_loss") or r.get("final")
+        if best is None:
+            raise ValueError(f"{name}: the run has no evaluation to plot")
+        return [(r.get("density") or 1.0, best["test_accuracy"] if which == "accuracy" else best["iteration"])]
+    if kind in ("gfs", "construct"):
+        if which != "accuracy":
+            raise ValueError(f"{name}: a {kind} result has no training curve, so no learning speed; use --kind accuracy")
+        if kind == "gfs":
+            return [(r["density"], r["test_accuracy"])]
+        rep = r["report"]
+        if not rep.get("test"):
+            raise ValueError(f"{name}: this construction was not evaluated on a test set (file target without data)")
+        return [(rep["parameters"]["ticket"] / rep["parameters"]["source"], rep["test"]["ticket_accuracy"])]
+    raise ValueError(f"{name}: plot draws accuracy / learning speed against density for train, imp, pai, edge-popup, "
+                     f"early-bird, gfs and construct results; a {kind!r} result has its own figures in its folder")
+
+
+def cmd_plot(ns) -> int:
+    from .. import plots
+
+    series: dict = {}
+    subjects = set()
+    for d in ns.runs:
+        p = Path(d)
+        f = p / "result.json" if p.is_dir() else p
+        if not f.exists():
+            raise FileNotFoundError(f"{d}: no result.json (unfinished run?)")
+        r = read_json(regular_file(f))
+        label = r.get("method") or r.get("kind") or p.name
+        series.setdefault(label, []).extend(_points(r, ns.kind, d))
+        md = r.get("model_data") or {}
+        if md:
+            subjects.add(f"{md.get('model')} on {md.get('dataset')}")
+    title = ns.title or f"{', '.join(series)}" + (f": {'; '.join(sorted(subjects))}" if subjects else "")
+    out = Path(ns.out or "runs/plot")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out names a folder (the figure is written inside it)")
+    name = "accuracy_vs_density.png" if ns.kind == "accuracy" else "learning_speed.png"
+    fn = plots.accuracy_vs_density if ns.kind == "accuracy" else plots.learning_speed_vs_density
+    print(f"wrote {fn(series, out / name, title=title)}")
+    return 0
