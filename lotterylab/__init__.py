@@ -1,6 +1,6 @@
 """lotterylab: lottery tickets, constructed with guarantees, found in practice, verified."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import threads  # noqa: E402,F401  (first: numba must not reset torch's thread count)
 from .construct_mlp import construct  # noqa: E402

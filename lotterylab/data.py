@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import pickletools
 import shutil
@@ -206,6 +207,13 @@ def _scan_cifar_pickle(raw: bytes, source: str) -> tuple[bytes, list[int]]:
     labels: list[int] | None = None
     collecting: list[int] | None = None
     last_key = None
+    # the array's record around its bytes: shape tuples, dtype name, memory order
+    run: list[int] = []
+    shapes: list[tuple] = []
+    dtypes: list[str] = []
+    fortran = None
+    prev = None  # the last opcode that is not memo bookkeeping
+    memo_ops = ("BINPUT", "LONG_BINPUT", "MEMOIZE", "PUT", "BINGET", "LONG_BINGET", "GET", "FRAME")
     try:
         for op, arg, _pos in pickletools.genops(raw):
             if op.name in ("BININT1", "BININT2", "BININT", "INT") and collecting is not None:
@@ -219,17 +227,36 @@ def _scan_cifar_pickle(raw: bytes, source: str) -> tuple[bytes, list[int]]:
                 if not collecting:  # between the key and the list (e.g. a protocol-2 bytes key's codec call)
                     continue
                 labels, collecting = collecting, None  # the list ended
+            if last_key == "data" and op.name not in memo_ops:
+                if op.name in ("BININT1", "BININT2", "BININT", "LONG1") or (op.name == "INT" and not isinstance(arg, bool)):
+                    run.append(int(arg))
+                elif op.name.startswith("TUPLE"):
+                    k = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}.get(op.name, len(run))
+                    if k and len(run) >= k:
+                        shapes.append(tuple(run[-k:]))
+                    run = []
+                else:
+                    run = []
             if isinstance(arg, (bytes, bytearray, str)):
                 value = arg.encode("latin-1") if isinstance(arg, str) and len(arg) > 64 else arg
                 if isinstance(value, (bytes, bytearray)) and len(value) >= _CIFAR_IMAGE and len(value) % _CIFAR_IMAGE == 0:
                     if last_key == "data" and data is None:
                         data = bytes(value)
+                        # numpy's _reconstruct state: (..., is_fortran, raw bytes): the flag comes just before
+                        fortran = prev in (("NEWTRUE", None), ("INT", True))
+                    prev = (op.name, None)
                     continue
                 key = arg.decode("latin-1") if isinstance(arg, (bytes, bytearray)) else arg
+                if last_key == "data" and key in ("u1", "|u1", "uint8", "i1", "<f4", "<f8", "<i8", "<u2", "<i4"):
+                    dtypes.append(key)
+                if last_key == "data" and data is not None and key in ("C", "F"):
+                    fortran = fortran or key == "F"  # numpy's _frombuffer(..., order) (protocol 5)
                 if key in _CIFAR_KEYS:  # other strings (class paths, dtype codes, file names) are values
                     last_key = key
                     if key == "labels" and labels is None:
                         collecting = []
+            if op.name not in memo_ops:
+                prev = (op.name, arg if isinstance(arg, bool) or arg is None else None)
     except (ValueError, UnicodeEncodeError, IndexError) as e:
         raise DataError(f"{source}: not a CIFAR python batch ({e}); the file is corrupt or truncated") from e
     if collecting is not None:
@@ -238,6 +265,23 @@ def _scan_cifar_pickle(raw: bytes, source: str) -> tuple[bytes, list[int]]:
         raise DataError(f"{source}: no 'data'/'labels' entries found; not a CIFAR-10 python batch")
     if len(data) != len(labels) * _CIFAR_IMAGE:
         raise DataError(f"{source}: {len(labels)} labels but {len(data) // _CIFAR_IMAGE} images; the file is corrupt")
+    n = len(labels)
+    shape = next((sh for sh in reversed(shapes) if len(sh) >= 2 and sh[0] == n and math.prod(sh) == len(data)), None)
+    if shape is None:
+        raise DataError(f"{source}: the 'data' array's shape is not recorded as ({n}, 3072); not a CIFAR-10 batch "
+                        f"this reader can check, so it is not read")
+    if shape not in ((n, 3072), (n, 3, 32, 32)):
+        raise DataError(f"{source}: 'data' has shape {shape}, not ({n}, 3072) channel-major (R, G, B planes of "
+                        f"32x32); an HWC or otherwise reshaped batch would load as garbled images. Convert it with "
+                        f"x.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2).reshape(-1, 3072)")
+    if fortran:
+        raise DataError(f"{source}: 'data' is stored in Fortran (column-major) order; save it C-contiguous "
+                        f"(numpy.ascontiguousarray) so the bytes are images")
+    if dtypes and dtypes[0] not in ("u1", "|u1", "uint8"):
+        raise DataError(f"{source}: 'data' has dtype {dtypes[0]}, not uint8")
+    bad = [v for v in labels if not 0 <= v <= 9]
+    if bad:
+        raise DataError(f"{source}: label {bad[0]} outside 0..9; not CIFAR-10 (CIFAR-100 is not supported)")
     return data, labels
 
 

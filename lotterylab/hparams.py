@@ -65,7 +65,13 @@ CHECKS = {
     "unit": _check(lambda v: 0 <= v < 1, "in [0, 1)"),
     "finite": _check(lambda v: True, "finite"),
 }
-STEP_CHECKS = {"steps": _steps, "positive_steps": _positive_steps}
+def _steps_list(text: str) -> str:
+    for item in (t for t in str(text).split(",") if t.strip()):
+        _positive_steps(item.strip())
+    return text
+
+
+STEP_CHECKS = {"steps": _steps, "positive_steps": _positive_steps, "steps_list": _steps_list}
 
 
 class DeprecatedAlias(argparse.Action):

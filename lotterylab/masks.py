@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .io import FileFormatError, load_tensors, save_tensors
+from .io import FileFormatError, load_tensors, need, save_tensors
 
 MASK_FORMAT_VERSION = 1
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
@@ -182,10 +182,17 @@ class Mask(dict):
 
     @classmethod
     def from_packed(cls, tensors: dict, meta: dict, path="<memory>") -> "Mask":
+        if not isinstance(meta, dict):
+            raise FileFormatError(f"{path}: mask metadata is not an object; the file is corrupt")
         version = meta.get("format_version")
         if version != MASK_FORMAT_VERSION:
-            raise FileFormatError(f"{path}: mask format version {version}, this lotterylab reads {MASK_FORMAT_VERSION}")
-        shapes = meta.get("shapes", {})
+            raise FileFormatError(f"{path}: mask format version {version!r}, this lotterylab reads {MASK_FORMAT_VERSION}")
+        shapes = need(meta, "shapes", dict, path, what="an object of shapes")
+        for n, shape in shapes.items():
+            if not (isinstance(shape, list) and len(shape) <= 8
+                    and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)):
+                raise FileFormatError(f"{path}: mask shape of {n!r} is {shape!r}; expected a list of sizes")
+        need(meta, "sha256", str, path, what="a hex digest")
         if set(shapes) != set(tensors):
             raise FileFormatError(f"{path}: mask entries and recorded shapes disagree; the file is corrupt")
         out = cls({n: unpack_bits(tensors[n], shapes[n]) for n in shapes})

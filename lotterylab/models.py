@@ -9,6 +9,7 @@ module graph read by ``torch.fx`` names them.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -107,6 +108,10 @@ class ConvNet(nn.Module):
                  num_classes: int = 10, kernel_size: int = 3, padding: int = 1, batch_norm: bool = False,
                  global_pool: bool = False):
         super().__init__()
+        # kept so a channel-pruned copy can be rebuilt with other widths (find.early_bird.compact_channels)
+        self.plan, self.head = list(plan), list(head)
+        self.conv_args = {"kernel_size": kernel_size, "padding": padding, "batch_norm": batch_norm,
+                          "global_pool": global_pool}
         layers: list[nn.Module] = []
         c = input_shape[0]
         for item in plan:
@@ -214,6 +219,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
               "kaiming_normal", (3, 32, 32)),
     "vgg16": (lambda a, s, c: ConvNet(_VGG["vgg16"], (), a, s, c, batch_norm=True, global_pool=True),
               "kaiming_normal", (3, 32, 32)),
+    # any ConvNet by its plan (conv widths and "M" for pooling): physically smaller channel tickets
+    "convnet": (lambda a, s, c, plan, head=(), kernel_size=3, padding=1, batch_norm=False, global_pool=False:
+                ConvNet(plan, head, a, s, c, kernel_size, padding, batch_norm, global_pool), "kaiming_normal", (3, 32, 32)),
     "resnet20": (lambda a, s, c, width=16: ResNetCIFAR(20, width, a, s, c), "kaiming_normal", (3, 32, 32)),
     # constructions' sources: widths [n_0, N_1, ..., N_K] and one activation per hidden layer
     "source_mlp": (lambda a, s, c, widths, acts: SourceMLP(widths, acts), "uniform", (1, 1, 1)),
@@ -285,7 +293,8 @@ def apply_op(op: dict, x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown op {kind!r}")
 
 
-_INTERNAL = {"source_mlp", "source_net"}  # built by constructions with explicit widths, not a zoo model for training
+# built with explicit layouts (constructions' sources; channel-pruned ConvNets), not zoo models to train by name
+_INTERNAL = {"source_mlp", "source_net", "convnet"}
 
 
 def names() -> list[str]:
@@ -319,6 +328,45 @@ def create(name: str, activation: str = "relu", input_shape: Sequence[int] | Non
                                                                          for k, v in kwargs.items()}}
     model.lotterylab_init = init_spec
     return model.to(device) if device is not None else model
+
+
+MAX_PARAMETERS = int(os.environ.get("LOTTERYLAB_MAX_PARAMETERS", 2_000_000_000))
+
+
+def count_parameters(arch: dict) -> int:
+    """Parameters of the model an architecture record describes, without allocating them (meta device).
+
+    Raises ValueError for records that do not describe a buildable model or exceed MAX_PARAMETERS
+    (``$LOTTERYLAB_MAX_PARAMETERS``): files are checked before a network is built."""
+    return sum(math.prod(s) for s in parameter_shapes(arch).values())
+
+
+def parameter_shapes(arch: dict) -> dict[str, tuple]:
+    """``{name: shape}`` of an architecture record's parameters, checked as :func:`count_parameters` says."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or arch["name"] not in _REGISTRY:
+        raise ValueError(f"unknown architecture {arch.get('name') if isinstance(arch, dict) else arch!r}")
+    shape = arch.get("input_shape") or _REGISTRY[arch["name"]][2]
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**20 for d in shape)):
+        raise ValueError(f"input_shape {shape!r} is not three positive sizes")
+    classes = arch.get("num_classes", 10)
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 0 < classes < 2**24:
+        raise ValueError(f"num_classes {classes!r} is not a positive size")
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not isinstance(arch.get("activation", "relu"), str):
+        raise ValueError("kwargs must be an object and activation a name")
+    make_activation(arch.get("activation", "relu"))
+    try:
+        with torch.device("meta"):
+            model = _REGISTRY[arch["name"]][0](arch.get("activation", "relu"), tuple(shape), classes, **kwargs)
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError, OverflowError) as e:
+        raise ValueError(f"architecture {arch['name']!r} cannot be built from {kwargs!r}: "
+                         f"{type(e).__name__}: {str(e)[:200]}") from None
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"architecture {arch['name']!r} has {n:,} parameters, over the limit of {MAX_PARAMETERS:,} "
+                         f"(LOTTERYLAB_MAX_PARAMETERS raises it)")
+    return {k: tuple(p.shape) for k, p in model.named_parameters()}
 
 
 def from_arch(arch: dict, init=None, seed: int = 0, device=None) -> nn.Module:

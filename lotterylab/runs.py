@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from . import models
-from .io import FileFormatError, load_tensors, read_json
+from .io import FileFormatError, load_state_into, load_tensors, read_json
 
 
 def _weights_file(folder: Path, result: dict) -> tuple[Path, str]:
@@ -49,8 +49,21 @@ def load_run(folder, model: nn.Module | None = None, device=None) -> tuple[nn.Mo
             raise ValueError(f"{folder}: the run does not record a zoo architecture; pass model= (an instance of "
                              f"the model that was trained)")
         model = models.from_arch(arch)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise FileFormatError(f"{path}: does not fit the model ({str(e).splitlines()[0]})") from None
+    load_state_into(model, state, path)
     return (model.to(device) if device is not None else model).eval(), result
+
+
+def load_weights(path, device=None) -> nn.Module:
+    """A ``weights`` file that records its architecture (e.g. early-bird's ``compact.safetensors``) as a model."""
+    tensors, meta = load_tensors(path, kind="weights")
+    arch = meta.get("arch")
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise FileFormatError(f"{path}: the weights do not record their architecture; load them into your model "
+                              f"with model.load_state_dict(lotterylab.io.load_tensors(path)[0])")
+    try:
+        models.count_parameters(arch)
+        model = models.from_arch(arch)
+    except (ValueError, TypeError) as e:
+        raise FileFormatError(f"{path}: {e}") from None
+    load_state_into(model, tensors, path)
+    return (model.to(device) if device is not None else model).eval()

@@ -29,7 +29,7 @@ from . import models, rng
 from .data import DataSplits, Split
 from .find.gfs import GFSConfig, gfs
 from .hparams import run_hash, to_dict
-from .io import load_tensors, read_json, save_tensors, write_json
+from .io import load_state_into, load_tensors, read_json, save_tensors, write_json
 from .training import Callback, TrainConfig, evaluate, train
 
 
@@ -138,7 +138,7 @@ def cell(cfg: PretrainStudyConfig, data: DataSplits, m: int, t: int, out: Path, 
     sub = subset(data, m, cfg.seed)
     model = _model(cfg, data, device)
     tensors, _ = load_tensors(out / f"m{m}" / f"it{t}.safetensors", kind="weights")
-    model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in tensors.items()})
+    load_state_into(model, tensors, out / f"m{m}" / f"it{t}.safetensors")
     t0 = time.perf_counter()
     small, rec = gfs(model, sub, GFSConfig(neurons=cfg.neurons, batch=cfg.gfs_batch, step=cfg.step, seed=cfg.seed,
                                            pool=cfg.pool, steps_per_neuron=cfg.steps_per_neuron))

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import __version__, models
 from .init import InitSpec
-from .io import FileFormatError, load_tensors, save_tensors
+from .io import FileFormatError, load_tensors, need, save_tensors
 from .masks import MASK_FORMAT_VERSION, Mask, pack_bits
 
 TICKET_FORMAT_VERSION = 1
@@ -81,8 +81,7 @@ class Ticket:
 
     # --- sizes ------------------------------------------------------------------------------
     def counts(self) -> dict:
-        src = self.source()
-        total = sum(p.numel() for p in src.parameters())
+        total = models.count_parameters(self.arch)  # without building the (possibly huge) source
         masked_total = self.masks.num_total()
         kept = self.masks.num_kept() + (total - masked_total)
         return {"source_parameters": total, "ticket_parameters": kept, "density": kept / total if total else 1.0,
@@ -109,17 +108,19 @@ class Ticket:
         tensors, meta = load_tensors(path, kind="ticket")
         version = meta.get("format_version")
         if version != TICKET_FORMAT_VERSION:
-            raise FileFormatError(f"{path}: ticket format version {version}; this lotterylab ({__version__}) reads "
+            raise FileFormatError(f"{path}: ticket format version {version!r}; this lotterylab ({__version__}) reads "
                                   f"version {TICKET_FORMAT_VERSION}. Upgrade lotterylab to read it.")
         if meta.get("generator") != GENERATOR:
             raise FileFormatError(f"{path}: made with generator {meta.get('generator')!r}, this lotterylab has {GENERATOR!r}")
-        try:
-            masks = Mask.from_packed({k[5:]: v for k, v in tensors.items() if k.startswith("mask.")}, meta["mask"], path)
-            ticket = cls(meta["arch"], meta["init"], meta["seed"], masks, meta.get("report"))
-        except KeyError as e:
-            raise FileFormatError(f"{path}: ticket metadata lacks {e}; the file is corrupt") from None
+        _check_meta(meta, path)
+        masks = Mask.from_packed({k[5:]: v for k, v in tensors.items() if k.startswith("mask.")}, meta["mask"], path)
+        ticket = cls(meta["arch"], meta["init"], meta["seed"], masks, meta.get("report"))
         if verify_source:
-            got = state_sha256(ticket.source())
+            try:
+                got = state_sha256(ticket.source())
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise FileFormatError(f"{path}: its source network cannot be regenerated ({type(e).__name__}: "
+                                      f"{str(e)[:200]}); the file is corrupt") from None
             if got != meta.get("source_sha256"):
                 raise FileFormatError(f"{path}: the regenerated source network differs from the one the ticket was "
                                       f"made on (hash {got[:12]} != {str(meta.get('source_sha256'))[:12]}); the "
@@ -132,6 +133,30 @@ class Ticket:
         n = self.counts()["source_parameters"]
         return {"file_bytes": size, "dense_float32_bytes": 4 * n, "bits_per_source_parameter": 8 * size / n,
                 "compression_vs_dense": 4 * n / size}
+
+
+def _check_meta(meta: dict, path) -> None:
+    """Types, ranges and size of a ticket's metadata, before anything is built from it."""
+    arch = need(meta, "arch", dict, path, what="an architecture object")
+    need(arch, "name", str, path, what="a model name")
+    need(meta, "seed", int, path, lambda v: 0 <= v < 2**63, "an integer seed in [0, 2**63)")
+    init = need(meta, "init", dict, path, what="an object of per-parameter init specs")
+    for k, v in init.items():
+        if not (isinstance(v, dict) and isinstance(v.get("dist"), str)
+                and all(isinstance(x, (str, int, float)) for x in v.values())):
+            raise FileFormatError(f"{path}: init spec of {k!r} is {v!r}; the file is corrupt")
+    need(meta, "mask", dict, path, what="a mask record")
+    need(meta, "source_sha256", str, path, what="a hex digest")
+    if not isinstance(meta.get("report", {}), dict):
+        raise FileFormatError(f"{path}: report is not an object; the file is corrupt")
+    try:
+        shapes = models.parameter_shapes(arch)  # refuses unbuildable or oversized architectures without allocating
+    except ValueError as e:
+        raise FileFormatError(f"{path}: {e}") from None
+    for name, shape in (meta["mask"].get("shapes") or {}).items() if isinstance(meta["mask"].get("shapes"), dict) else ():
+        if name not in shapes or not isinstance(shape, list) or tuple(shape) != shapes[name]:
+            raise FileFormatError(f"{path}: mask entry {name!r} of shape {shape!r} does not match the source's "
+                                  f"parameter {shapes.get(name)}; the file is corrupt")
 
 
 def load_ticket(path, verify_source: bool = True) -> Ticket:

@@ -29,7 +29,7 @@ from torch import nn
 from . import __version__, rng
 from .data import DataSplits, Split
 from .hparams import parse_steps, run_hash, to_dict
-from .io import load_tensors, read_json, save_tensors, write_json
+from .io import FileFormatError, load_state_into, load_tensors, need, read_json, save_tensors, write_json
 from .masks import Mask
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -49,7 +49,8 @@ class TrainConfig:
                                                              "check": "positive_steps"})
     schedule: str = field(default="constant", metadata={"help": "constant, cosine or step",
                                                         "choices": ["constant", "cosine", "step"]})
-    milestones: str = field(default="", metadata={"help": "step schedule: comma list like 80ep,120ep"})
+    milestones: str = field(default="", metadata={"help": "step schedule: comma list like 80ep,120ep",
+                                                      "check": "steps_list"})
     gamma: float = field(default=0.1, metadata={"help": "step schedule: factor at each milestone",
                                                          "check": "positive"})
     warmup: str = field(default="0it", metadata={"help": "linear warm-up length", "check": "steps"})
@@ -70,6 +71,13 @@ class Callback:
         pass
 
     def on_eval(self, loop: "Loop", record: dict) -> None:
+        pass
+
+    # state a callback keeps across a resume (checkpointed with the run): JSON metadata and tensors
+    def state(self) -> tuple[dict, dict[str, torch.Tensor]] | None:
+        return None
+
+    def load_state(self, meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
         pass
 
 
@@ -165,26 +173,64 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> No
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, loop: Loop, config_hash: str) -> None:
+def save_checkpoint(path: Path, loop: Loop, config_hash: str, callbacks: Sequence[Callback] = ()) -> None:
     tensors = {f"model.{k}": v for k, v in loop.model.state_dict().items()}
     opt_t, opt_meta = _optimizer_tensors(loop.optimizer)
     tensors.update(opt_t)
     tensors["torch_rng"] = torch.get_rng_state()
-    save_tensors(path, tensors, {"kind": "checkpoint", "iteration": loop.iteration, "history": loop.history,
-                                 "optimizer": opt_meta, "config_hash": config_hash, "lotterylab": __version__})
+    cb_meta = {}
+    for i, cb in enumerate(callbacks):
+        st = cb.state()
+        if st is not None:
+            cb_meta[str(i)] = st[0]
+            tensors.update({f"callback.{i}.{k}": v for k, v in st[1].items()})
+    meta = {"kind": "checkpoint", "iteration": loop.iteration, "history": loop.history, "optimizer": opt_meta,
+            "config_hash": config_hash, "lotterylab": __version__}
+    if cb_meta:  # (only then: checkpoints without callback state keep their layout)
+        meta["callbacks"] = cb_meta
+    save_tensors(path, tensors, meta)
 
 
-def load_checkpoint(path: Path, loop: Loop, config_hash: str) -> None:
+def check_checkpoint(tensors: dict, meta: dict, path, total: int | None = None) -> None:
+    """Types and ranges of a checkpoint's metadata and RNG state (FileFormatError naming the field)."""
+    need(meta, "config_hash", str, path, what="a hash")
+    need(meta, "iteration", int, path, lambda v: 0 <= v <= (total if total is not None else 2**62),
+         f"an iteration in 0..{total if total is not None else 'the budget'}")
+    need(meta, "history", list, path, lambda v: all(isinstance(r, dict) for r in v), "a list of records")
+    opt = need(meta, "optimizer", dict, path, what="an optimizer record")
+    need(opt, "param_groups", list, path, lambda v: all(isinstance(g, dict) for g in v), "a list of parameter groups")
+    need(opt, "scalars", dict, path, what="an object")
+    rng_state = tensors.get("torch_rng")
+    if rng_state is None or rng_state.dtype != torch.uint8 or rng_state.dim() != 1:
+        raise FileFormatError(f"{path}: no valid torch RNG state; the file is corrupt")
+    if not any(k.startswith("model.") for k in tensors):
+        raise FileFormatError(f"{path}: a checkpoint without model weights; the file is corrupt")
+
+
+def load_checkpoint(path: Path, loop: Loop, config_hash: str, callbacks: Sequence[Callback] = ()) -> None:
     tensors, meta = load_tensors(path, kind="checkpoint")
-    if meta.get("config_hash") != config_hash:
+    check_checkpoint(tensors, meta, path, loop.total)
+    if meta["config_hash"] != config_hash:
         raise ValueError(f"{path} belongs to a run with other hyperparameters ({meta.get('config_hash')} != "
                          f"{config_hash}); use another --out directory or delete it")
+    iteration, history, opt, rng_state = meta["iteration"], meta["history"], meta["optimizer"], tensors["torch_rng"]
     device = next(loop.model.parameters()).device
-    loop.model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
-    _load_optimizer(loop.optimizer, {k: v.to(device) if v.dim() else v for k, v in tensors.items()},
-                    meta["optimizer"])
-    torch.set_rng_state(tensors["torch_rng"])
-    loop.iteration, loop.history = meta["iteration"], meta["history"]
+    try:
+        loop.model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
+        _load_optimizer(loop.optimizer, {k: v.to(device) if v.dim() else v for k, v in tensors.items()}, opt)
+        torch.set_rng_state(rng_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise FileFormatError(f"{path}: does not fit this run's model or optimizer ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}); the file is corrupt or from another run") from None
+    cb_meta = meta.get("callbacks", {})
+    if not isinstance(cb_meta, dict):
+        raise FileFormatError(f"{path}: callback state is not an object; the file is corrupt")
+    for i, cb in enumerate(callbacks):
+        if str(i) in cb_meta:
+            prefix = f"callback.{i}."
+            cb.load_state(cb_meta[str(i)], {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                          path)
+    loop.iteration, loop.history = iteration, history
 
 
 def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, mask: Mask | None = None,
@@ -226,7 +272,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         done = read_json(out / RESULT)
         if done.get("config_hash") == config_hash and done.get("finished"):
             tensors, _ = load_tensors(out / CHECKPOINT, kind="checkpoint")
-            model.load_state_dict({k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("model.")})
+            load_state_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, out / CHECKPOINT)
             done["loaded_from"] = str(out)  # not stored: tells the caller nothing was recomputed
             return done
 
@@ -236,7 +282,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     loop.iteration = start_iteration
     torch.manual_seed(cfg.seed)  # dropout and any other torch-side randomness
     if out is not None and (out / CHECKPOINT).exists():
-        load_checkpoint(out / CHECKPOINT, loop, config_hash)
+        load_checkpoint(out / CHECKPOINT, loop, config_hash, callbacks)
 
     masked: list[torch.Tensor] = []
     mask_values: list[torch.Tensor] = []
@@ -308,7 +354,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
             for cb in callbacks:
                 cb.on_eval(loop, record)
             if out is not None:
-                save_checkpoint(out / CHECKPOINT, loop, config_hash)
+                save_checkpoint(out / CHECKPOINT, loop, config_hash, callbacks)
             eval_time += time.perf_counter() - te
     if bar is not None:
         bar.close()

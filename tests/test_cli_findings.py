@@ -189,3 +189,113 @@ def test_readme_example_does_what_its_comments_say(tmp_path, monkeypatch):
     for a, b in zip(env["model"].state_dict().values(), trained.state_dict().values()):
         assert torch.equal(a, b)
     assert not math.isclose(env["mask"].density, 1.0)
+
+
+def test_channel_ticket_becomes_a_physically_smaller_network(tmp_path):
+    from lotterylab.find.early_bird import bn_channels, channel_keep, channel_mask, compact_channels
+    from lotterylab.io import save_tensors
+    from lotterylab.runs import load_weights
+
+    torch.manual_seed(0)
+    m = models.create("conv2", input_shape=(1, 12, 12), batch_norm=True, seed=0)
+    for bn in (x for x in m.modules() if isinstance(x, nn.BatchNorm2d)):  # trained-looking statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(-1, 1)
+    m.eval()
+    pairs = bn_channels(m)
+    mask = channel_mask(m, channel_keep(m, 0.3, pairs), pairs)
+    masked = mask.apply(m)
+    small = compact_channels(masked, mask).eval()
+    x = torch.randn(6, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked(x), atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(p.numel() for p in m.parameters())
+    save_tensors(tmp_path / "c.safetensors", small.state_dict(), {"kind": "weights", "arch": small.lotterylab_arch})
+    back = load_weights(tmp_path / "c.safetensors")
+    with torch.no_grad():
+        assert torch.equal(back(x), small(x))
+    sig = models.create("conv2", "sigmoid", input_shape=(1, 12, 12), batch_norm=True, seed=0)
+    with pytest.raises(ValueError, match="phi\\(0\\) != 0"):
+        compact_channels(sig, channel_mask(sig, channel_keep(sig, 0.3, bn_channels(sig)), bn_channels(sig)))
+
+
+def test_export_gives_plain_and_prune_form_state_dicts(fashion_fixture_dir, tmp_path):
+    from safetensors.torch import load_file
+    from torch.nn.utils import prune
+
+    from lotterylab.runs import load_weights
+
+    run, out = tmp_path / "pai", tmp_path / "export"
+    args = ["--dataset", "fashion-mnist", "--data-root", str(fashion_fixture_dir), "--no-verify", "--val-size", "10",
+            "--batch-size", "10", "--quiet", "--budget", "4it", "--eval-every", "2it"]
+    assert main(["pai", *args, "--method", "magnitude", "--density", "0.3", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    trained, _ = ll.load_run(run)
+    mask = ll.Mask.load(out / "mask.safetensors")
+    assert abs(mask.density - 0.3) < 0.01
+    plain = load_weights(out / "model.safetensors")
+    fresh = models.create("lenet_300_100", input_shape=(1, 28, 28), seed=9)
+    for name in mask:
+        mod_name, _, leaf = name.rpartition(".")
+        prune.identity(fresh.get_submodule(mod_name), leaf)
+    fresh.load_state_dict(load_file(str(out / "prune_state_dict.safetensors")))
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(plain(x), trained(x)) and torch.allclose(fresh(x), trained(x), atol=1e-6)
+    for name, m in mask.items():
+        assert not dict(plain.named_parameters())[name][~m].any()
+
+
+def test_identical_constructions_write_byte_identical_tickets(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    a = ll.construct(net, mode="2L", eps=0.05, seed=1).save(tmp_path / "a.ticket")
+    b = ll.construct(net, mode="2L", eps=0.05, seed=1).save(tmp_path / "b.ticket")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_kill_between_final_checkpoint_and_result_then_rerun(fashion_fixture_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "--dataset", "fashion-mnist", "--data-root", str(fashion_fixture_dir), "--no-verify",
+            "--val-size", "10", "--batch-size", "10", "--quiet", "--budget", "6it", "--eval-every", "3it",
+            "--out", str(tmp_path / "r")]
+    env = {**os.environ, "LOTTERYLAB_FAULT": "result.json:1:mid"}  # after the last checkpoint, inside result.json
+    p = subprocess.run([sys.executable, "-m", "lotterylab", *args], env=env, capture_output=True, text=True)
+    assert p.returncode == -9 and not (tmp_path / "r" / "result.json").exists()
+    env.pop("LOTTERYLAB_FAULT")
+    p = subprocess.run([sys.executable, "-m", "lotterylab", *args], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert res["iterations"] == 6 and "test accuracy" in p.stdout
+
+
+def test_early_bird_detector_state_survives_a_resume(tiny_data, tmp_path):
+    from lotterylab.find.early_bird import EarlyBird
+    from lotterylab.training import Callback
+
+    cfg = TrainConfig(budget="40it", batch_size=50, eval_every="2it", lr=0.01)
+
+    class Kill(Callback):
+        def on_step_end(self, loop):
+            if loop.iteration == 13:
+                raise KeyboardInterrupt
+
+    def search(out, callbacks=()):
+        m = models.create("mlp", input_shape=(1, 8, 8), widths=[16], seed=0)
+        eb = EarlyBird(m, density=0.4, kind="magnitude", window=4, threshold=0.02)
+        train(m, tiny_data, cfg, out=out, callbacks=[eb, *callbacks], progress=False)
+        return eb
+
+    ref = search(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "run", [Kill()])
+    again = search(tmp_path / "run")
+    assert [c["iteration"] for c in again.checks] == [c["iteration"] for c in ref.checks]
+    assert (ref.drawn is None) == (again.drawn is None)
+    if ref.drawn is not None:
+        assert ref.drawn["iteration"] == again.drawn["iteration"] and ref.drawn["mask"].equal(again.drawn["mask"])
+    assert all(torch.equal(a, b) for a, b in zip(ref.masks, again.masks))

@@ -148,3 +148,25 @@ def test_bad_arguments():
         data_mod.load("svhn")
     with pytest.raises(ValueError, match="32x32"):
         data_mod.view_32x32x3(torch.zeros(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("bad, needle", [("fortran", "Fortran"), ("hwc", "HWC"), ("label", "outside 0..9"),
+                                         ("label300", "outside 0..9")])
+def test_cifar_batches_this_reader_cannot_read_correctly_are_refused(tmp_path, protocol, bad, needle):
+    write_cifar(tmp_path, protocol=protocol)
+    d = tmp_path / "cifar-10-batches-py"
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
+    y = [i % 10 for i in range(20)]
+    if bad == "fortran":
+        x = np.asfortranarray(x)
+    elif bad == "hwc":
+        x = x.reshape(20, 32, 32, 3)
+    elif bad == "label":
+        y[3] = 10
+    else:
+        y[3] = 300
+    (d / "test_batch").write_bytes(pickle.dumps({"labels": y, "data": x}, protocol=protocol))
+    with pytest.raises(data_mod.DataError, match=needle):
+        data_mod.load("cifar10", root=tmp_path, val_size=5)

@@ -42,7 +42,7 @@ def test_network_is_source_times_mask_and_roundtrip(tmp_path):
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(back.network()(x), net(x))
     rep = back.file_report(path)
-    assert rep["bits_per_source_parameter"] < 1.05
+    assert rep["bits_per_source_parameter"] < 1.06  # 1 bit per entry + the JSON header (arch, init, checksum)
     assert rep["compression_vs_dense"] > 30
 
 

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="", help="folder the figure is written into (default: runs/plot)")
     pl.set_defaults(func=fc.cmd_plot)
 
+    ex = sub.add_parser("export", help="a ticket or trained run as plain and torch.nn.utils.prune state dicts")
+    ex.add_argument("path", help="a run folder (train, pai, imp, early-bird) or a ticket file")
+    ex.add_argument("--out", required=True, help="folder for model.safetensors, prune_state_dict.safetensors, "
+                                                 "mask.safetensors and export.json")
+    ex.set_defaults(func=fc.cmd_export)
+
     i = sub.add_parser("info", help="summarise any file or run folder lotterylab writes")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="the full record as JSON")

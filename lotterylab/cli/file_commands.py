@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import stat
 from pathlib import Path
 
 from .. import data as data_mod
-from ..io import FileFormatError, load_tensors, read_json
+from ..io import FileFormatError, finite_json, load_tensors, read_json, regular_file
 from .options import pct
 
 MAX_JSON_BYTES = 64 << 20
@@ -16,17 +15,6 @@ MAX_JSON_BYTES = 64 << 20
 def cmd_fetch(ns) -> int:
     data_mod.fetch(ns.name)
     return 0
-
-
-def regular_file(path: Path) -> Path:
-    """Only regular files are read: a FIFO would block forever, a device never end."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file or folder") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise FileFormatError(f"{path}: not a regular file (a device, FIFO or socket); give a lotterylab file")
-    return path
 
 
 # --- info ---------------------------------------------------------------------------------------
@@ -86,12 +74,19 @@ def _info_tensors(path: Path) -> list[str]:
         m = Mask.load(path)
         return [f"mask {path}: density {m.density:.4f}, sparsity {m.sparsity:.4f}", m.report()]
     if kind == "checkpoint":
-        last = (meta.get("history") or [{}])[-1]
+        from ..training import check_checkpoint
+        tensors, _ = load_tensors(path, kind="checkpoint")
+        check_checkpoint(tensors, meta, path)
+        hist = meta.get("history")
+        last = hist[-1] if isinstance(hist, list) and hist and isinstance(hist[-1], dict) else {}
         return [f"checkpoint {path}: iteration {meta.get('iteration')}, lotterylab {meta.get('lotterylab')}",
                 f"  last evaluation: test accuracy {pct(last.get('test_accuracy'))}, validation loss "
                 f"{last.get('val_loss')}"]
     if kind == "weights":
         tensors, _ = load_tensors(path, kind="weights")
+        if "arch" in meta:  # it can be rebuilt: check that it is
+            from ..runs import load_weights
+            load_weights(path)
         n = sum(v.numel() for v in tensors.values())
         extra = {k: v for k, v in meta.items() if k in ("iteration", "widths", "activation", "layout", "source")}
         return [f"weights {path}: {len(tensors)} tensors, {n:,} values" + (f"; {extra}" if extra else "")]
@@ -112,7 +107,15 @@ def cmd_info(ns) -> int:
         r = read_json(path)
         if not isinstance(r, dict):
             raise FileFormatError(f"{path}: not a lotterylab result (top level is {type(r).__name__})")
-        print(json.dumps(r, indent=2, sort_keys=True) if ns.json else "\n".join(summarize_result(r)))
+        if ns.json:
+            print(json.dumps(finite_json(r), indent=2, sort_keys=True))
+            return 0
+        try:
+            lines = summarize_result(r)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise FileFormatError(f"{path}: a result of unexpected structure (edited or from another tool); "
+                                  f"`lotterylab info --json` shows it whole") from None
+        print("\n".join(lines))
         return 0
     lines = _info_tensors(path)
     if ns.json:
@@ -143,15 +146,45 @@ def _points(r: dict, which: str, name: str) -> list[tuple[float, float]]:
             return [(r["density"], r["test_accuracy"])]
         rep = r["report"]
         if not rep.get("test"):
-            raise ValueError(f"{name}: this construction was not evaluated on a test set (file target without data)")
+            raise ValueError(f"{name}: this construction was not evaluated on a test set (file target without data); "
+                             f"plot it alone to get its construction figure")
         return [(rep["parameters"]["ticket"] / rep["parameters"]["source"], rep["test"]["ticket_accuracy"])]
     raise ValueError(f"{name}: plot draws accuracy / learning speed against density for train, imp, pai, edge-popup, "
-                     f"early-bird, gfs and construct results; a {kind!r} result has its own figures in its folder")
+                     f"early-bird, gfs and construct results; plot a {kind!r} result alone to redraw its own figures")
+
+
+def _own_figures(r: dict, out: Path) -> list[Path]:
+    """Results without density/accuracy points get their own figures redrawn (study, construction)."""
+    from .. import plots
+    from ..study import parse_ints
+
+    if r.get("kind") == "study_pretraining":
+        cfg, cells = r["config"], r["cells"]
+        sizes, its = parse_ints(cfg["sizes"]), parse_ints(cfg["iterations"])
+        found = [(int(m), t) for m, t in r["T_star"].items() if t is not None]
+        grid = [[next(c["pruned_train_loss"] for c in cells if c["m"] == m and c["t"] == t) for t in its] for m in sizes]
+        return [plots.heatmap(grid, out / "pretraining_heatmap.png", [str(t) for t in its], [str(m) for m in sizes],
+                              "pre-training iterations t", "training subset size m",
+                              f"GFS-pruned train loss ({cfg['neurons']} of {cfg['width']} neurons)", "train loss"),
+                plots.threshold_plot(found, r["fit"], r["bound"], cells, sizes, its, out / "pretraining_threshold.png",
+                                     level=cfg["tol"] if cfg.get("rule") == "level" else None)]
+    rep = r["report"]
+    return [plots.construction(rep, out / "construction.png", rep.get("verify"), rep.get("test"))]
 
 
 def cmd_plot(ns) -> int:
     from .. import plots
 
+    out = Path(ns.out or "runs/plot")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out names a folder (the figure is written inside it)")
+    if len(ns.runs) == 1:  # one result of a kind without density points: its own figures
+        f = Path(ns.runs[0]) / "result.json" if Path(ns.runs[0]).is_dir() else Path(ns.runs[0])
+        r = read_json(regular_file(f)) if f.exists() else {}
+        if r.get("kind") == "study_pretraining" or (r.get("kind") == "construct" and not r["report"].get("test")):
+            for p in _own_figures(r, out):
+                print(f"wrote {p}")
+            return 0
     series: dict = {}
     subjects = set()
     for d in ns.runs:
@@ -166,10 +199,63 @@ def cmd_plot(ns) -> int:
         if md:
             subjects.add(f"{md.get('model')} on {md.get('dataset')}")
     title = ns.title or f"{', '.join(series)}" + (f": {'; '.join(sorted(subjects))}" if subjects else "")
-    out = Path(ns.out or "runs/plot")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; --out names a folder (the figure is written inside it)")
     name = "accuracy_vs_density.png" if ns.kind == "accuracy" else "learning_speed.png"
     fn = plots.accuracy_vs_density if ns.kind == "accuracy" else plots.learning_speed_vs_density
     print(f"wrote {fn(series, out / name, title=title)}")
+    return 0
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+def _run_mask(folder: Path, result: dict):
+    """The mask a run folder's weights were trained under (None for dense runs)."""
+    from ..masks import Mask
+
+    kind = result.get("kind")
+    if kind == "imp":
+        masks = sorted(folder.glob("round_*/mask.safetensors"))
+        return Mask.load(masks[-1]) if masks else None
+    if (folder / "mask.safetensors").exists():
+        return Mask.load(folder / "mask.safetensors")
+    return None
+
+
+def cmd_export(ns) -> int:
+    """A ticket or a trained run as plain state dicts: pruned entries zero, and in
+    ``torch.nn.utils.prune`` form (``<layer>.weight_orig`` + ``<layer>.weight_mask``)."""
+    from ..io import save_tensors, write_json
+    from ..masks import Mask
+    from ..runs import load_run
+    from ..tickets import load_ticket
+
+    src = Path(ns.path)
+    if src.is_dir():
+        model, result = load_run(src)
+        mask = _run_mask(src, result)
+        what = f"{result.get('kind')} run {src}"
+    else:
+        ticket = load_ticket(src)
+        model, mask, what = ticket.network(), ticket.masks, f"ticket {src}"
+    if mask is None:
+        mask = Mask.ones_like(model)
+    out = Path(ns.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; --out names a folder")
+    plain = {k: v.detach().cpu() for k, v in mask.apply(model).state_dict().items()}
+    save_tensors(out / "model.safetensors", plain, {"kind": "weights", "arch": getattr(model, "lotterylab_arch", None),
+                                                    "source": what})
+    pruned = mask.to_prune(model)
+    prune_form = {k: v.detach().cpu() for k, v in pruned.state_dict().items()}
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in prune_form.items()}, str(out / "prune_state_dict.safetensors"))
+    mask.save(out / "mask.safetensors")
+    write_json(out / "export.json", {
+        "source": what, "density": mask.density,
+        "files": {"model.safetensors": "the state dict, pruned entries exactly zero (lotterylab.runs.load_weights)",
+                  "prune_state_dict.safetensors": "torch.nn.utils.prune form: <layer>.weight_orig and "
+                                                  "<layer>.weight_mask; load it after prune.identity(layer, "
+                                                  "'weight') on each masked layer",
+                  "mask.safetensors": "the mask (lotterylab.Mask.load)"}})
+    print(f"exported {what}: density {pct(mask.density)}; {out}/model.safetensors, prune_state_dict.safetensors, "
+          f"mask.safetensors")
     return 0

@@ -204,7 +204,9 @@ def start(ns) -> None:
 
 
 def pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "n/a"
+    return f"{100 * x:.2f}%"
 
 
 def dumps(obj) -> str:

@@ -201,8 +201,38 @@ def cmd_early_bird(ns) -> int:
     final = train(model, splits, cfg, mask=mask, out=run.path / "retrain", device=ns.device, progress=not ns.quiet,
                   extra_hash={"model_data": to_dict(md), "retrain": ns.retrain})
     final.pop("loaded_from", None)
-    run.finish({**base, "density": mask.density, "retrain": final, "final": final["final"],
+    lines = [f"early-bird ticket (drawn at iteration {drawn['iteration']}, density {pct(mask.density)}): retrained "
+             f"test accuracy {pct(final['final']['test_accuracy'])}"]
+    compact = None
+    if kind == "channel":
+        compact = _save_compact(model, mask, splits, run.path / "compact.safetensors")
+        if compact is not None:
+            lines.append(f"physically smaller network {run.path / 'compact.safetensors'}: {compact['parameters']:,} of "
+                         f"{compact['parameters_before']:,} parameters, forward pass {compact['speedup']:.2f}x faster "
+                         f"({ns.threads} thread(s)); lotterylab.runs.load_weights reads it")
+    run.finish({**base, "density": mask.density, "retrain": final, "final": final["final"], "compact": compact,
                 "min_val_loss": final["min_val_loss"], "min_val_loss_iteration": final["min_val_loss_iteration"]},
-               [f"early-bird ticket (drawn at iteration {drawn['iteration']}, density {pct(mask.density)}): retrained "
-                f"test accuracy {pct(final['final']['test_accuracy'])}"])
+               lines)
     return 0
+
+
+def _save_compact(model, mask, splits, path) -> dict | None:
+    """The channel ticket as a smaller dense ConvNet (when the model is one), saved with its architecture."""
+    from ..find.early_bird import compact_channels
+    from ..find.gfs import forward_time
+    from ..io import save_tensors
+
+    try:
+        small = compact_channels(model, mask)
+    except ValueError as e:
+        print(f"note: no physically smaller network ({e})")
+        return None
+    model.eval()
+    small.eval()
+    x = splits.test.x[:1000]
+    t_big, t_small = forward_time(model, x), forward_time(small, x)
+    save_tensors(path, {k: v.detach().cpu() for k, v in small.state_dict().items()},
+                 {"kind": "weights", "arch": small.lotterylab_arch, "source": "early-bird channel ticket"})
+    return {"parameters": sum(p.numel() for p in small.parameters()),
+            "parameters_before": sum(p.numel() for p in model.parameters()), "plan": small.plan,
+            "forward_s": {"masked": t_big, "compact": t_small}, "speedup": t_big / t_small}

@@ -135,6 +135,35 @@ class EarlyBird(Callback):
             if self.stop:
                 loop.stop = True
 
+    # --- resume: the detector's history is checkpointed with the run --------------------------
+    def state(self):
+        from ..masks import pack_bits
+
+        tensors = {f"check.{j}": pack_bits(m) for j, m in enumerate(self.masks)}
+        drawn = None
+        if self.drawn is not None:
+            drawn = {k: v for k, v in self.drawn.items() if k != "mask"}
+            drawn["shapes"] = {n: list(m.shape) for n, m in self.drawn["mask"].items()}
+            tensors.update({f"drawn.{n}": pack_bits(m) for n, m in self.drawn["mask"].items()})
+        lengths = [int(m.numel()) for m in self.masks]
+        return {"checks": self.checks, "lengths": lengths, "drawn": drawn}, tensors
+
+    def load_state(self, meta: dict, tensors: dict, path) -> None:
+        from ..io import FileFormatError
+        from ..masks import unpack_bits
+
+        try:
+            self.checks = list(meta["checks"])
+            self.masks = [unpack_bits(tensors[f"check.{j}"], [n]) for j, n in enumerate(meta["lengths"])]
+            d = meta["drawn"]
+            self.drawn = None
+            if d is not None:
+                mask = Mask({n: unpack_bits(tensors[f"drawn.{n}"], s) for n, s in d["shapes"].items()})
+                self.drawn = {**{k: v for k, v in d.items() if k != "shapes"}, "mask": mask}
+        except (KeyError, TypeError, ValueError) as e:
+            raise FileFormatError(f"{path}: early-bird detector state is incomplete ({type(e).__name__}: {e}); "
+                                  f"the file is corrupt") from None
+
     def distance_matrix(self) -> torch.Tensor:
         n = len(self.masks)
         d = torch.zeros(n, n)
@@ -142,3 +171,58 @@ class EarlyBird(Callback):
             for j in range(i):
                 d[i, j] = d[j, i] = hamming(self.masks[i], self.masks[j])
         return d
+
+
+def compact_channels(model: nn.Module, mask: Mask) -> nn.Module:
+    """The physically smaller network of a channel mask: a ConvNet (conv2/4/6, vgg11/16, ``convnet``)
+    with only the kept filters, their BatchNorm entries and the head's matching inputs.
+
+    Exact for activations with phi(0) = 0 (a removed channel is then exactly zero after BN and its
+    activation, so removing it changes nothing); the result is a zoo ``convnet`` model whose
+    ``lotterylab_arch`` rebuilds it. Residual networks are refused (a skip must keep matching channels).
+    """
+    from .. import models
+
+    arch = getattr(model, "lotterylab_arch", None)
+    if not isinstance(model, models.ConvNet) or arch is None:
+        raise ValueError("compact_channels builds ConvNet chains (conv2/4/6, vgg11/16, convnet); residual or other "
+                         "models keep their channels (use the mask)")
+    act = models.make_activation(arch["activation"])
+    if float(act(torch.zeros(1))) != 0.0:
+        raise ValueError(f"activation {arch['activation']} has phi(0) != 0: a removed channel still sends a "
+                         f"constant, so dropping it would change the network")
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.features if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    names = {m: n for n, m in model.named_modules()}
+    keeps = []
+    for conv in convs:
+        w = mask.get(f"{names[conv]}.weight")
+        keeps.append(torch.ones(conv.out_channels, dtype=torch.bool) if w is None else w.reshape(w.shape[0], -1).any(1).cpu())
+    plan, it = [], iter(keeps)
+    for item in model.plan:
+        plan.append(item if item == "M" else int(next(it).sum()))
+    if min(p for p in plan if p != "M") < 1:
+        raise ValueError("the mask removes every channel of a layer; the network would be cut")
+    kwargs = {"plan": plan, "head": model.head, **model.conv_args}
+    small = models.create("convnet", arch["activation"], arch["input_shape"], arch["num_classes"], seed=0, **kwargs)
+    s_convs = [m for m in small.features if isinstance(m, nn.Conv2d)]
+    s_bns = [m for m in small.features if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    keep_in = torch.ones(convs[0].in_channels, dtype=torch.bool)
+    with torch.no_grad():
+        for k, (conv, new, keep) in enumerate(zip(convs, s_convs, keeps)):
+            new.weight.copy_(conv.weight[keep][:, keep_in])
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias[keep])
+            if bns:
+                for t in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(s_bns[k], t).copy_(getattr(bns[k], t)[keep])
+                s_bns[k].num_batches_tracked.copy_(bns[k].num_batches_tracked)
+            keep_in = keep
+        lin = [m for m in model.classifier if isinstance(m, nn.Linear)]
+        s_lin = [m for m in small.classifier if isinstance(m, nn.Linear)]
+        spatial = lin[0].in_features // convs[-1].out_channels  # flattened C x H x W, channel-major
+        cols = keep_in.repeat_interleave(spatial)
+        for k, (a, b) in enumerate(zip(lin, s_lin)):
+            b.weight.copy_(a.weight[:, cols] if k == 0 else a.weight)
+            b.bias.copy_(a.bias)
+    return small.to(next(model.parameters()).device).train(model.training)

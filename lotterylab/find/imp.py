@@ -34,7 +34,7 @@ from torch import nn
 from .. import models
 from ..data import DataSplits
 from ..hparams import parse_steps, run_hash, to_dict
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import load_state_into, load_tensors, read_json, save_tensors, write_json
 from ..masks import Mask
 from ..training import Callback, TrainConfig, lr_factor, train
 from .scores import mask_from_scores, prunable, shuffle_within_layers
@@ -70,8 +70,7 @@ class _Snapshot(Callback):
 
 def _load_weights(model: nn.Module, path: Path) -> None:
     tensors, _ = load_tensors(path, kind="weights")
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in tensors.items()})
+    load_state_into(model, tensors, path)
 
 
 def rounds_needed(cfg: IMPConfig, sizes: dict[str, int], output: str) -> int:
