@@ -299,3 +299,16 @@ def test_early_bird_detector_state_survives_a_resume(tiny_data, tmp_path):
     if ref.drawn is not None:
         assert ref.drawn["iteration"] == again.drawn["iteration"] and ref.drawn["mask"].equal(again.drawn["mask"])
     assert all(torch.equal(a, b) for a, b in zip(ref.masks, again.masks))
+
+
+
+@needs_mnist
+def test_file_target_with_zoo_arch_is_checked_on_its_data(tmp_path):
+    m = models.create("lenet_300_100", input_shape=(1, 28, 28), seed=0).eval()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    out = tmp_path / "c"
+    assert main(["construct", "--target", str(tmp_path / "w.safetensors"), "--arch", "lenet_300_100", "--mode", "2L",
+                 "--eps-param", "0.05", "--verify-samples", "100", "--attack-steps", "1", "--no-test", "--quiet",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert "mnist test images" in res["domain"]  # not the [-1, 1] box of a target without data

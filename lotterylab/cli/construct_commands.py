@@ -72,7 +72,8 @@ def cmd_construct(ns) -> int:
         except Exception as e:  # noqa: BLE001 - any failure means: not this data's inputs
             raise ValueError(f"--calibration draws {tc.dataset} training images, which {tc.target} does not take "
                              f"({type(e).__name__}); give the target's own data with --dataset / --data-root") from None
-    on_data = splits is not None and not Path(tc.target).exists() or (splits is not None and cc.calibration)
+    # data is loaded for zoo targets, --calibration and zoo --arch: then the target is checked on it
+    on_data = splits is not None
     if on_data:
         domain, domain_text = splits.test.x, f"the per-channel box of the {tc.dataset} test images"
     else:
