@@ -95,7 +95,7 @@ def research_baseline(target, x, y, out_t, eps: float, n: int = 15, sample: int 
     net = [m for m in target.modules() if isinstance(m, torch.nn.Linear)]
     approx = [(lin.weight.double().clone(), lin.bias.double().clone()) for lin in net]
     kept, instances, failed, seconds = 0, 0, 0, 0.0
-    for li, lin in enumerate(net[:-1]):
+    for li in range(len(net) - 1):
         for tensor in approx[li]:
             flat = tensor.view(-1)
             idx = range(flat.numel()) if not sample else g.choice(flat.numel(), min(sample, flat.numel()), replace=False)
@@ -161,7 +161,7 @@ def main() -> None:
     for act in args.acts:
         target = trained_lenet(act, splits, args.threads) if args.target == "dense" else imp_lenet(act, splits)
         if args.raw_pixels:
-            from lotterylab.target import fold_input_normalization
+            from lotterylab.models import fold_input_normalization
 
             target = fold_input_normalization(target, splits.mean, splits.std).eval()
         with torch.no_grad():

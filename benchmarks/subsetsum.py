@@ -118,8 +118,9 @@ def main() -> None:
         mb = max(2, int(BRUTE[n] * scale))
         for obj, k in OBJECTIVES:
             ss.solve(values[:64], targets[:64], EPS, obj, k=k)
-            sec, res = timed(lambda: ss.solve(values, targets, EPS, obj, k=k), args.repeats)
-            bsec, bres = timed(lambda: ss.solve(values[:mb], targets[:mb], EPS, obj, k=k, backend="brute_force"), 1)
+            sec, res = timed(lambda obj=obj, k=k: ss.solve(values, targets, EPS, obj, k=k), args.repeats)
+            bsec, bres = timed(lambda obj=obj, k=k: ss.solve(values[:mb], targets[:mb], EPS, obj, k=k,
+                                                               backend="brute_force"), 1)
             agree_sample = res.error[:mb].double() <= bres.error.double() + 1e-6
             summ = res.summary()
             row = {"n": n, "objective": obj, "k": k, "instances": B, "seconds_median": sec,
@@ -151,7 +152,7 @@ def main() -> None:
     v, t = ss.sample_instances("uniform", max(1000, int(200_000 * scale)), 15, seed=15)
     one = {}
     for obj in ("min_error", "min_cardinality"):
-        sec, _ = timed(lambda: ss.solve(v, t, EPS, obj), args.repeats)
+        sec, _ = timed(lambda obj=obj: ss.solve(v, t, EPS, obj), args.repeats)
         one[obj] = len(t) / sec
     torch.set_num_threads(args.threads)
     # float32 vs float64 on the same numbers

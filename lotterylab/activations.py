@@ -14,20 +14,43 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
-from .models import make_activation
-
-# phi(0), phi'(0), Lipschitz constant, and the minimum (location, value) of non-monotone ones
+# THE activation table: models build from it, the target readers recognise modules and functions
+# from it, the constructions and certificates read its constants. Per name: the module factory,
+# the torch functions that compute it (as read from a traced forward), whether ``x.<name>()`` is a
+# tensor method, phi(0), phi'(0) (None: not differentiable at 0), the Lipschitz constant, and the
+# minimum (location, value) of non-monotone ones.
 _TABLE = {
-    "relu": (0.0, None, 1.0, None),
-    "tanh": (0.0, 1.0, 1.0, None),
-    "sigmoid": (0.5, 0.25, 0.25, None),
-    "gelu": (0.0, 0.5, 1.1290, (-0.7518, -0.1700)),
-    "silu": (0.0, 0.5, 1.0999, (-1.2785, -0.2785)),
-    "elu": (0.0, 1.0, 1.0, None),
-    "softplus": (math.log(2.0), 0.5, 1.0, None),
-    "identity": (0.0, 1.0, 1.0, None),
+    "relu": (nn.ReLU, (torch.relu, F.relu), True, 0.0, None, 1.0, None),
+    "leaky_relu": (lambda: nn.LeakyReLU(0.01), (F.leaky_relu,), False, 0.0, None, 1.0, None),
+    "tanh": (nn.Tanh, (torch.tanh, F.tanh), True, 0.0, 1.0, 1.0, None),
+    "sigmoid": (nn.Sigmoid, (torch.sigmoid, F.sigmoid), True, 0.5, 0.25, 0.25, None),
+    "gelu": (nn.GELU, (F.gelu,), False, 0.0, 0.5, 1.1290, (-0.7518, -0.1700)),
+    "silu": (nn.SiLU, (F.silu,), False, 0.0, 0.5, 1.0999, (-1.2785, -0.2785)),
+    "elu": (nn.ELU, (F.elu,), False, 0.0, 1.0, 1.0, None),
+    "softplus": (nn.Softplus, (F.softplus,), False, math.log(2.0), 0.5, 1.0, None),
+    "identity": (nn.Identity, (), False, 0.0, 1.0, 1.0, None),
 }
+ACTIVATIONS = {name: row[0] for name, row in _TABLE.items()}  # name -> module factory
+FUNCTIONS = {fn: name for name, row in _TABLE.items() for fn in row[1]}  # torch function -> name
+METHODS = {name: name for name, row in _TABLE.items() if row[2]}  # tensor method name -> name
+# module classes without parameters that matter (LeakyReLU, GELU, ELU, Softplus are read with theirs)
+PLAIN_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.Identity: None}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Activation module by name; ``"leaky_relu:0.2"`` sets the negative slope."""
+    if name.startswith("leaky_relu:"):
+        try:
+            return nn.LeakyReLU(float(name.split(":", 1)[1]))
+        except ValueError:
+            raise ValueError(f"bad leaky_relu slope in {name!r}; write e.g. 'leaky_relu:0.2'") from None
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}") from None
 
 
 @dataclass(frozen=True)
@@ -81,5 +104,5 @@ def get(name: str) -> Activation:
     if name not in _TABLE:
         raise ValueError(f"activation {name!r} cannot be handled by the constructions; supported: "
                          f"relu, leaky_relu[:slope], {', '.join(k for k in _TABLE if k != 'relu')}")
-    phi0, d0, lip, mn = _TABLE[name]
+    _, _, _, phi0, d0, lip, mn = _TABLE[name]
     return Activation(name, "relu_like" if name == "relu" else "smooth", phi0, d0, lip, 0.0, mn)

@@ -334,10 +334,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
-    def take(self, n: int, seed: int = 0, stream: str = "split.sample") -> "Split":
+    def take(self, n: int, seed: int = 0, stream: str = "split.sample") -> Split:
         """n examples drawn without replacement: the first n of a seeded permutation, so a smaller
         draw lies inside a larger one with the same seed and stream (nested study subsets, GFS
         selection batches, a construction's calibration sample)."""
@@ -387,7 +387,8 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
     SHA-256 check of IDX files in a user directory (structure and gzip CRC are always checked), for
     other data in the same format; the MNIST tarball is always checked against its pinned hashes.
     """
-    readers = {"mnist": lambda r: _mnist_raw(r, verify), "fashion-mnist": lambda r: _fashion_raw(r, verify), "cifar10": _cifar_raw}
+    readers = {"mnist": lambda r: _mnist_raw(r, verify), "fashion-mnist": lambda r: _fashion_raw(r, verify),
+               "cifar10": _cifar_raw}
     if name not in readers:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
     xtr, ytr, xte, yte = readers[name](root)

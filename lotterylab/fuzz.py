@@ -83,9 +83,9 @@ def _train_cfg():
 def load_content(kind: str, path) -> str:
     """Load ``path`` as ``kind`` through the public API; a digest of what was loaded."""
     from . import Mask, load_ticket, models
+    from .hparams import run_hash
     from .runs import load_weights
     from .training import Loop, load_checkpoint, make_optimizer
-    from .hparams import run_hash
 
     if kind == "ticket":
         t = load_ticket(path)

@@ -33,7 +33,8 @@ def _check(pred, what):
             try:
                 v = _finite(text) if kind is float else kind(text)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r} is not {'a finite number' if kind is float else 'an integer'}")
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not {'a finite number' if kind is float else 'an integer'}") from None
             if not pred(v):
                 raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
             return v

@@ -109,7 +109,7 @@ class InitSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InitSpec":
+    def from_dict(cls, d: dict) -> InitSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown InitSpec fields {sorted(unknown)}")

@@ -142,8 +142,24 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     meta = {"lotterylab": __version__, **meta}  # the writer's version: files from 0.2 on must carry a checksum
     meta_json = json.dumps(finite_json(meta), sort_keys=True, allow_nan=False)
-    atomic_write_bytes(path, st_save(tensors, metadata={"lotterylab": meta_json,
-                                                        CHECKSUM_KEY: tensors_digest(tensors, meta_json)}))
+    data = st_save(tensors, metadata={"lotterylab": meta_json, CHECKSUM_KEY: tensors_digest(tensors, meta_json)})
+    atomic_write_bytes(path, _canonical_metadata_order(data))
+
+
+def _canonical_metadata_order(data: bytes) -> bytes:
+    """The same bytes for the same content: safetensors keeps metadata in a Rust HashMap whose order
+    changes from call to call, so the checksum entry is moved behind the ``lotterylab`` entry (a
+    permutation inside the header: its length, the padding and the data offsets are unchanged)."""
+    n = int.from_bytes(data[:8], "little")
+    text = data[8:8 + n].decode("utf-8")
+    start = text.index('"__metadata__":') + len('"__metadata__":')
+    _, end = json.JSONDecoder().raw_decode(text, start)
+    inner = text[start + 1:end - 1]
+    first = inner[:inner.index(":")]
+    if first == json.dumps(CHECKSUM_KEY):
+        entry, rest = inner.split(",", 1)  # the checksum entry is hex digits: its first comma ends it
+        text = text[:start + 1] + rest + "," + entry + text[end - 1:]
+    return data[:8] + text.encode("utf-8") + data[8 + n:]
 
 
 def regular_file(path) -> Path:

@@ -66,7 +66,7 @@ class Mask(dict):
         super().__setitem__(name, value)
 
     @classmethod
-    def ones_like(cls, model: nn.Module, names: Iterable[str] | None = None) -> "Mask":
+    def ones_like(cls, model: nn.Module, names: Iterable[str] | None = None) -> Mask:
         params = dict(model.named_parameters())
         names = list(names) if names is not None else default_prunable(model)
         missing = [n for n in names if n not in params]
@@ -103,18 +103,18 @@ class Mask(dict):
         return "\n".join(lines)
 
     # --- algebra ----------------------------------------------------------------------------
-    def to(self, device) -> "Mask":
+    def to(self, device) -> Mask:
         return Mask({n: m.to(device) for n, m in self.items()})
 
-    def __and__(self, other: "Mask") -> "Mask":
+    def __and__(self, other: Mask) -> Mask:
         if set(self) != set(other):
             raise KeyError(f"masks cover different parameters: {sorted(set(self) ^ set(other))}")
         return Mask({n: self[n] & other[n].to(self[n].device) for n in self})
 
-    def invert(self) -> "Mask":
+    def invert(self) -> Mask:
         return Mask({n: ~m for n, m in self.items()})
 
-    def equal(self, other: "Mask") -> bool:
+    def equal(self, other: Mask) -> bool:
         return set(self) == set(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
 
     def fingerprint(self) -> str:
@@ -125,7 +125,8 @@ class Mask(dict):
         return h.hexdigest()
 
     # --- models -----------------------------------------------------------------------------
-    def _check(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def check_fits(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's parameters by name; KeyError / ValueError if a mask names none or has another shape."""
         params = dict(model.named_parameters())
         for n, m in self.items():
             if n not in params:
@@ -137,14 +138,14 @@ class Mask(dict):
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
         """Zero the pruned entries of ``model`` in place; returns the model."""
-        params = self._check(model)
+        params = self.check_fits(model)
         for n, m in self.items():
             params[n].mul_(m.to(params[n].device))
         return model
 
     def to_prune(self, model: nn.Module) -> nn.Module:
         """Attach as ``torch.nn.utils.prune`` masks (``weight_orig`` + ``weight_mask``)."""
-        self._check(model)
+        self.check_fits(model)
         modules = dict(model.named_modules())
         for n, m in self.items():
             mod_name, _, leaf = n.rpartition(".")
@@ -152,7 +153,7 @@ class Mask(dict):
         return model
 
     @classmethod
-    def from_prune(cls, model: nn.Module, remove: bool = False) -> "Mask":
+    def from_prune(cls, model: nn.Module, remove: bool = False) -> Mask:
         """Read masks attached by ``torch.nn.utils.prune``; with ``remove=True`` also make them permanent."""
         out = cls()
         for mod_name, module in model.named_modules():
@@ -176,12 +177,12 @@ class Mask(dict):
         save_tensors(path, tensors, meta)
 
     @classmethod
-    def load(cls, path) -> "Mask":
+    def load(cls, path) -> Mask:
         tensors, meta = load_tensors(path, kind="mask")
         return cls.from_packed(tensors, meta, path)
 
     @classmethod
-    def from_packed(cls, tensors: dict, meta: dict, path="<memory>") -> "Mask":
+    def from_packed(cls, tensors: dict, meta: dict, path="<memory>") -> Mask:
         if not isinstance(meta, dict):
             raise FileFormatError(f"{path}: mask metadata is not an object; the file is corrupt")
         version = meta.get("format_version")

@@ -15,32 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+# the one activation table lives in lotterylab.activations; re-exported here for model code
+from .activations import ACTIVATIONS, make_activation  # noqa: E402,F401
 from .init import initialize
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
-    "softplus": nn.Softplus,
-    "identity": nn.Identity,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    """Activation module by name; ``"leaky_relu:0.2"`` sets the negative slope."""
-    if name.startswith("leaky_relu:"):
-        try:
-            return nn.LeakyReLU(float(name.split(":", 1)[1]))
-        except ValueError:
-            raise ValueError(f"bad leaky_relu slope in {name!r}; write e.g. 'leaky_relu:0.2'") from None
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; supported: {', '.join(ACTIVATIONS)}") from None
 
 
 class SourceMLP(nn.Module):
@@ -376,3 +353,49 @@ def from_arch(arch: dict, init=None, seed: int = 0, device=None) -> nn.Module:
                       init=init, seed=seed, device=device, **arch.get("kwargs", {}))
     except KeyError as e:
         raise ValueError(f"architecture description lacks {e}; got {arch!r}") from None
+
+
+def fold_input_normalization(model: nn.Module, mean, std) -> nn.Module:
+    """A copy of ``model`` that takes raw inputs: ``(x - mean) / std`` folded into its first layer.
+
+    The papers construct tickets on pixels in [0, 1]; a target trained on normalised inputs has the
+    same function on raw pixels once its first layer absorbs the normalisation (per channel
+    ``mean`` / ``std``). Exact for a first nn.Linear or an unpadded first Conv2d; a zero-padded conv
+    would see padding zeros where the normalised model saw ``-mean / std``, so it is refused.
+    """
+    import copy
+
+    out = copy.deepcopy(model)
+    first = next((m for m in out.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if first is None:
+        raise ValueError("the model has no nn.Linear or nn.Conv2d layer to fold the normalisation into")
+    mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
+    std = torch.as_tensor(std, dtype=torch.float64).flatten()
+    if (std <= 0).any():
+        raise ValueError(f"std must be > 0, got {std.tolist()}")
+    with torch.no_grad():
+        w = first.weight.detach().double()
+        b = first.bias.detach().double() if first.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        if isinstance(first, nn.Conv2d):
+            pad = first.padding
+            if isinstance(pad, str) or any(int(p) for p in pad):
+                raise ValueError("the first Conv2d is zero-padded: folding the normalisation into it would be "
+                                        "wrong at image borders; normalise the inputs instead")
+            C = w.shape[1]
+            mc, sc = mean.expand(C), std.expand(C)
+            b = b - (w.sum((2, 3)) * (mc / sc).view(1, -1)).sum(1)
+            w = w / sc.view(1, -1, 1, 1)
+        else:  # inputs flattened from [C, H, W]: each input belongs to channel  i // (H * W)
+            n = w.shape[1]
+            C = mean.numel()
+            if n % C:
+                raise ValueError(f"{n} inputs cannot be split into {C} channels")
+            mc, sc = mean.repeat_interleave(n // C), std.repeat_interleave(n // C)
+            b = b - w @ (mc / sc)
+            w = w / sc.view(1, -1)
+        first.weight.copy_(w.to(first.weight.dtype))
+        if first.bias is None:
+            first.bias = nn.Parameter(b.to(first.weight.dtype))
+        else:
+            first.bias.copy_(b.to(first.bias.dtype))
+    return out

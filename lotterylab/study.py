@@ -4,7 +4,7 @@ The study: pre-train a two-layer MLP on nested data subsets of sizes m, keep che
 log-spaced grid of iterations t, run greedy forward selection (:mod:`lotterylab.find.gfs`) at a
 fixed neuron budget on every (m, t), and record the pruned network's training and test loss and
 accuracy beside the dense network's. ``T*(m)`` is the first t at which the pruned training loss
-reaches a fixed level (theory.md §7.2: "the minimal pre-training iterations needed for a fixed
+reaches a fixed level (Wolfe et al., arXiv:2108.00259: "the minimal pre-training iterations needed for a fixed
 pruned loss"); the theory predicts it grows linearly in log m.
 
 Resumable: each subset's pre-training writes its checkpoints once; each (m, t) cell writes its

@@ -11,88 +11,25 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from . import activations as acts_mod
+from .graph import LayerGraph, UnsupportedTarget  # noqa: F401  (UnsupportedTarget: re-exported)
 from .models import apply_op
 
-
-class UnsupportedTarget(ValueError):
-    """The target network contains something the constructions do not handle."""
-
-
-_ACT_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.SiLU: "silu", nn.Identity: None}
-_ACT_FUNCTIONS = {torch.relu: "relu", F.relu: "relu", torch.tanh: "tanh", torch.sigmoid: "sigmoid", F.silu: "silu",
-                  F.gelu: "gelu", F.elu: "elu", F.softplus: "softplus", F.leaky_relu: "leaky_relu",
-                  torch.nn.functional.tanh: "tanh", torch.nn.functional.sigmoid: "sigmoid"}
-_ACT_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid"}
+# recognised modules, functions and tensor methods: from the one activation table
+_ACT_MODULES, _ACT_FUNCTIONS, _ACT_METHODS = acts_mod.PLAIN_MODULES, acts_mod.FUNCTIONS, acts_mod.METHODS
 SUPPORTED = ("nn.Linear; activations ReLU, LeakyReLU, Tanh, Sigmoid, GELU (exact), SiLU, ELU (alpha=1), "
              "Softplus (beta=1) as modules or functions; Flatten / flatten / view(B, -1) before the first "
              "Linear; Dropout and Identity anywhere")
 
 
-@dataclass
-class TargetMLP:
-    """Weights ``[out, in]`` and biases of each layer (float64), the activation after each hidden layer."""
-
-    weights: list[torch.Tensor]
-    biases: list[torch.Tensor]
-    activations: list[str]  # len L - 1; names as in lotterylab.models.ACTIVATIONS ("leaky_relu:0.2" for slopes)
-    input_shape: tuple = ()
-    names: list[str] = field(default_factory=list)
-    # convolutional chains (read_net): per layer kind/kernel/stride/padding/in_shape/post ops; [] = Linear chain
-    geometry: list[dict] = field(default_factory=list)
-
-    def w3(self, k: int) -> torch.Tensor:
-        """Layer k's weights as ``[out, in, taps]`` (taps = kernel positions; 1 for a Linear on a vector)."""
-        w = self.weights[k]
-        return w.reshape(w.shape[0], w.shape[1], -1)
-
-    @property
-    def depth(self) -> int:
-        return len(self.weights)
-
-    @property
-    def widths(self) -> list[int]:
-        return [self.weights[0].shape[1]] + [w.shape[0] for w in self.weights]
-
-    def num_parameters(self) -> int:
-        return sum(w.numel() + b.numel() for w, b in zip(self.weights, self.biases))
-
-    def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
-        """Post-activation outputs of every layer (the last one linear), float64."""
-        from .models import make_activation
-
-        if self.geometry:
-            h = x.reshape(x.shape[0], *self.input_shape).to(torch.float64)
-        else:
-            h = x.reshape(x.shape[0], -1).to(torch.float64)
-        x0 = h
-        outs = []  # each layer's output: after its activation and post ops (a shortcut layer: linear)
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            geo = self.geometry[k] if self.geometry else None
-            if geo is not None:
-                src = geo.get("input", k - 1)
-                h = x0 if src < 0 else outs[src]
-            if geo is not None and w.dim() == 4 and geo["kind"] == "conv":
-                h = F.conv2d(h, w, b, geo["stride"], geo["padding"])
-            else:
-                h = h.reshape(h.shape[0], -1) @ w.reshape(w.shape[0], -1).T + b
-            add = (geo or {}).get("add")
-            if add is not None:
-                h = h + (x0 if add["from"] < 0 else outs[add["from"]])
-            if k < self.depth - 1 and self.activations[k] is not None:
-                h = make_activation(self.activations[k]).double()(h)
-                for op in (geo or {}).get("post", []):
-                    h = apply_op(op, h)
-            outs.append(h)
-            if upto is not None and k + 1 >= upto:
-                break
-        return outs
+# the layer graph every reader returns (the name TargetMLP is kept for code written against 0.1)
+TargetMLP = LayerGraph
 
 
 def _activation_of_module(m: nn.Module) -> str | None | bool:
@@ -152,7 +89,7 @@ def _trace(target: nn.Module, supported: str) -> fx.GraphModule:
                                 f"x.flatten(1) or x.view(x.size(0), -1)") from None
 
 
-def read_mlp(target: nn.Module) -> TargetMLP:
+def read_mlp(target: nn.Module) -> LayerGraph:
     """Trace ``target`` and return its layers; raises :class:`UnsupportedTarget` naming the node."""
     gm = _trace(target, SUPPORTED)
     modules = dict(gm.named_modules())
@@ -214,7 +151,7 @@ def read_mlp(target: nn.Module) -> TargetMLP:
         if weights[k].shape[1] != weights[k - 1].shape[0]:
             raise UnsupportedTarget(f"layer {names[k]!r} expects {weights[k].shape[1]} inputs but {names[k - 1]!r} "
                                     f"gives {weights[k - 1].shape[0]}")
-    return TargetMLP(weights, biases, [a for a in acts[:-1]], names=names)
+    return LayerGraph(weights, biases, [a for a in acts[:-1]], names=names)
 
 
 # --- convolutional chains -------------------------------------------------------------------------
@@ -329,10 +266,10 @@ def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Ten
     return w * s.view(-1, *([1] * (w.dim() - 1))), (b - bn.running_mean.detach().double()) * s + shift
 
 
-def read_net(target: nn.Module, input_shape) -> TargetMLP:
+def read_net(target: nn.Module, input_shape) -> LayerGraph:
     """Trace Conv2d / Linear layers with activations, BatchNorm, pooling and residual additions.
 
-    Returns a :class:`TargetMLP` whose ``geometry`` describes each layer: ``kind`` ("conv", or
+    Returns a :class:`~lotterylab.graph.LayerGraph` whose ``geometry`` describes each layer: ``kind`` ("conv", or
     "linear" on a flattened ``[C, H, W]`` map, stored as a full-size kernel ``[O, C, H, W]``),
     kernel, stride, padding, input shape, the parameter-free ``post`` ops after its activation,
     ``input`` (the layer whose output it reads; -1: the network input) and ``add`` (residual
@@ -455,6 +392,8 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
                 raise UnsupportedTarget(f"node {node.name!r}: pooling needs a feature map")
             L["post"].append(detail)
             val[node] = (k_in, "post", tuple(apply_op(detail, torch.zeros(1, *cur)).shape[1:]))
+        elif kind == "flatten" and tuple(node.args[2:]) == tuple(cur) and node.op == "call_method":
+            val[node] = (k_in, stage, cur)  # x.reshape(B, *shape) to the shape it has (SourceNet's input): no-op
         elif kind == "flatten":
             if len(cur) == 3 and L is not None:
                 L["post"].append({"op": "flatten", "from": list(cur)})
@@ -467,7 +406,7 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
         last = layers[-1]
         raise UnsupportedTarget(f"the last layer {last['name']!r} must be the output, without activation "
                                 f"({last['act']}; drop the final activation, e.g. softmax goes in the loss)")
-    for k, L in enumerate(layers[:-1]):
+    for L in layers[:-1]:
         if L["act"] is None and "shortcut_of" not in L:
             raise UnsupportedTarget(f"layer {L['name']!r} has no activation after it; merge it into the next layer")
     conv = any(L["geo"]["kind"] == "conv" for L in layers)
@@ -476,7 +415,7 @@ def read_net(target: nn.Module, input_shape) -> TargetMLP:
     if layers[0]["geo"]["kind"] != "conv":
         raise UnsupportedTarget("a convolutional target must start with a Conv2d layer")
     layers = _shortcuts_first(layers)
-    t = TargetMLP([L["w"] for L in layers], [L["b"] for L in layers], [L["act"] for L in layers[:-1]],
+    t = LayerGraph([L["w"] for L in layers], [L["b"] for L in layers], [L["act"] for L in layers[:-1]],
                   input_shape=shape, names=[L["name"] for L in layers],
                   geometry=[dict(L["geo"], post=L["post"], add=L["add"]) for L in layers])
     _check_read(target, t, shape)
@@ -505,7 +444,7 @@ def _shortcuts_first(layers: list[dict]) -> list[dict]:
 
 
 @torch.no_grad()
-def _check_read(target: nn.Module, t: TargetMLP, shape) -> None:
+def _check_read(target: nn.Module, t: LayerGraph, shape) -> None:
     """The read chain (BN folded) must compute the module's function; else reading is wrong."""
     import copy
 
@@ -520,47 +459,15 @@ def _check_read(target: nn.Module, t: TargetMLP, shape) -> None:
                                 f"folding or an unsupported operation); the target cannot be constructed as read")
 
 
-def fold_input_normalization(model: nn.Module, mean, std) -> nn.Module:
-    """A copy of ``model`` that takes raw inputs: ``(x - mean) / std`` folded into its first layer.
-
-    The papers construct tickets on pixels in [0, 1]; a target trained on normalised inputs has the
-    same function on raw pixels once its first layer absorbs the normalisation (per channel
-    ``mean`` / ``std``). Exact for a first nn.Linear or an unpadded first Conv2d; a zero-padded conv
-    would see padding zeros where the normalised model saw ``-mean / std``, so it is refused.
-    """
-    import copy
-
-    out = copy.deepcopy(model)
-    first = next((m for m in out.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
-    if first is None:
-        raise UnsupportedTarget("the model has no nn.Linear or nn.Conv2d layer to fold the normalisation into")
-    mean = torch.as_tensor(mean, dtype=torch.float64).flatten()
-    std = torch.as_tensor(std, dtype=torch.float64).flatten()
-    if (std <= 0).any():
-        raise ValueError(f"std must be > 0, got {std.tolist()}")
-    with torch.no_grad():
-        w = first.weight.detach().double()
-        b = first.bias.detach().double() if first.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-        if isinstance(first, nn.Conv2d):
-            pad = first.padding
-            if isinstance(pad, str) or any(int(p) for p in pad):
-                raise UnsupportedTarget("the first Conv2d is zero-padded: folding the normalisation into it would be "
-                                        "wrong at image borders; normalise the inputs instead")
-            C = w.shape[1]
-            mc, sc = mean.expand(C), std.expand(C)
-            b = b - (w.sum((2, 3)) * (mc / sc).view(1, -1)).sum(1)
-            w = w / sc.view(1, -1, 1, 1)
-        else:  # inputs flattened from [C, H, W]: each input belongs to channel  i // (H * W)
-            n = w.shape[1]
-            C = mean.numel()
-            if n % C:
-                raise ValueError(f"{n} inputs cannot be split into {C} channels")
-            mc, sc = mean.repeat_interleave(n // C), std.repeat_interleave(n // C)
-            b = b - w @ (mc / sc)
-            w = w / sc.view(1, -1)
-        first.weight.copy_(w.to(first.weight.dtype))
-        if first.bias is None:
-            first.bias = nn.Parameter(b.to(first.weight.dtype))
-        else:
-            first.bias.copy_(b.to(first.bias.dtype))
-    return out
+def read(module: nn.Module, input_shape=None) -> LayerGraph:
+    """Any supported target as a :class:`~lotterylab.graph.LayerGraph`: fully connected chains need
+    no shape; convolutional ones take ``input_shape=(C, H, W)`` (or the zoo model's own)."""
+    shape = input_shape or (getattr(module, "lotterylab_arch", None) or {}).get("input_shape")
+    if shape is not None:
+        return read_net(module, tuple(shape))
+    try:
+        return read_mlp(module)
+    except UnsupportedTarget as e:
+        if "Conv2d" in str(e):
+            raise UnsupportedTarget(f"{e}. Convolutional targets are supported: pass input_shape=(C, H, W)") from None
+        raise

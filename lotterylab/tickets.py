@@ -55,7 +55,7 @@ class Ticket:
 
     @classmethod
     def from_model(cls, model: nn.Module, init: InitSpec | dict | str, seed: int, masks: Mask,
-                   report: dict | None = None) -> "Ticket":
+                   report: dict | None = None) -> Ticket:
         """Ticket on a zoo model (``models.create`` output) drawn with ``init`` and ``seed``."""
         arch = getattr(model, "lotterylab_arch", None)
         if arch is None:
@@ -91,7 +91,7 @@ class Ticket:
     def save(self, path) -> Path:
         path = Path(path)
         source = self.source()
-        self.masks._check(source)
+        self.masks.check_fits(source)
         meta = {
             "kind": "ticket", "format_version": TICKET_FORMAT_VERSION, "lotterylab": __version__,
             "generator": GENERATOR, "arch": self.arch, "init": self.init, "seed": self.seed,
@@ -104,7 +104,7 @@ class Ticket:
         return path
 
     @classmethod
-    def load(cls, path, verify_source: bool = True) -> "Ticket":
+    def load(cls, path, verify_source: bool = True) -> Ticket:
         tensors, meta = load_tensors(path, kind="ticket")
         version = meta.get("format_version")
         if version != TICKET_FORMAT_VERSION:

@@ -64,13 +64,13 @@ class TrainConfig:
 class Callback:
     """Hooks into the loop; set ``loop.stop = True`` to end training early."""
 
-    def on_backward_end(self, loop: "Loop") -> None:  # gradients ready, before masking and the step
+    def on_backward_end(self, loop: Loop) -> None:  # gradients ready, before masking and the step
         pass
 
-    def on_step_end(self, loop: "Loop") -> None:  # after the optimizer step (and mask)
+    def on_step_end(self, loop: Loop) -> None:  # after the optimizer step (and mask)
         pass
 
-    def on_eval(self, loop: "Loop", record: dict) -> None:
+    def on_eval(self, loop: Loop, record: dict) -> None:
         pass
 
     # state a callback keeps across a resume (checkpointed with the run): JSON metadata and tensors
@@ -288,7 +288,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     mask_values: list[torch.Tensor] = []
     if mask is not None:
         named = dict(model.named_parameters())
-        mask._check(model)
+        mask.check_fits(model)
         masked = [named[k] for k in mask]
         mask_values = [m.to(device=device, dtype=named[k].dtype) for k, m in mask.items()]
         with torch.no_grad():

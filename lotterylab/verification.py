@@ -24,11 +24,11 @@ from .tickets import Ticket
 
 def _domain(domain, n0: int, shape=None):
     """Per-input bounds; for image inputs ``shape = (C, H, W)`` the box is per channel, spread over pixels."""
-    from .construct_mlp import _domain_box
+    from .construct.inputs import domain_box
 
     if shape is None:
-        return _domain_box(domain, n0)
-    lo, hi = _domain_box(domain, shape[0], channels=True)
+        return domain_box(domain, n0)
+    lo, hi = domain_box(domain, shape[0], channels=True)
     hw = shape[1] * shape[2]
     return lo.repeat_interleave(hw), hi.repeat_interleave(hw)
 

@@ -39,3 +39,18 @@ def test_fifos_devices_and_oversized_files_are_refused_without_reading(tmp_path,
     big.write_bytes((10**9).to_bytes(8, "little") + b"{}")  # claims a 1 GB header
     with pytest.raises(FileFormatError, match="header length"):
         load_ticket(big)
+
+
+def test_same_content_gives_the_same_file_bytes(tmp_path):
+    # safetensors keeps metadata in a hash map whose order varies per call; the writer fixes it
+    import torch
+
+    from lotterylab.io import load_tensors, save_tensors
+
+    tensors = {"b": torch.ones(3), "a": torch.arange(5.0)}
+    files = set()
+    for i in range(24):
+        save_tensors(tmp_path / f"{i}.st", tensors, {"kind": "x"})
+        files.add((tmp_path / f"{i}.st").read_bytes())
+        assert load_tensors(tmp_path / f"{i}.st", "x")[1]["kind"] == "x"
+    assert len(files) == 1

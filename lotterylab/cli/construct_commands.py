@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..construct import FAMILIES
 from ..hparams import from_namespace, to_dict
 from .options import RunFolder, pct, print_finished, stage, start
 from .targets import TargetConfig, load_target, target_record
@@ -14,8 +15,8 @@ from .targets import TargetConfig, load_target, target_record
 
 @dataclass
 class ConstructConfig:
-    mode: str = field(default="L+1", metadata={"help": "source depth: L+1 (Burkholz 2022) or 2L (Pensia et al.)",
-                                               "choices": ["L+1", "2L"]})
+    mode: str = field(default="L+1", metadata={"help": "construction family: L+1 (Burkholz 2022) or 2L (Pensia et al.)",
+                                               "choices": list(FAMILIES)})  # the registry: new families appear here
     eps: float = field(default=0.01, metadata={"help": "guarantee mode: bound on the output error over the domain",
                                                "check": "positive"})
     eps_param: float = field(default=0.0, metadata={
@@ -61,7 +62,9 @@ def cmd_construct(ns) -> int:
     if done is not None:
         print_finished(done, run.path)
         return 0
-    log = (lambda text: stage(ns, text))
+    def log(text):
+        stage(ns, text)
+
     stage(ns, f"reading target {tc.target}")
     target, splits = load_target(tc, need_data=cc.calibration > 0 and Path(tc.target).exists(),
                                  progress=not ns.quiet, log=log)

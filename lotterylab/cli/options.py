@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, models
 from .. import data as data_mod
-from .. import models
 from ..hparams import CHECKS, run_hash
 from ..io import read_json, remove_stale_tmp, write_json
 from ..threads import set_threads

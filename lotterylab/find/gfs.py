@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import rng
 from ..data import DataSplits, Split
-from ..target import UnsupportedTarget, read_mlp
+from ..target import UnsupportedTarget, read_mlp, read_net
 from ..training import TrainConfig, train
 
 
@@ -62,58 +62,16 @@ def as_sequential(model: nn.Module, input_shape=None) -> nn.Sequential:
     """The model's chain as ``Flatten, Linear, act, ..., Linear`` (read with torch.fx), or, for a
     convolutional chain (``input_shape=(C, H, W)``, or a zoo model that carries it), as
     ``Conv2d, act, [pooling], ..., Conv2d (the head: a kernel covering the map), Flatten, Linear...``
-    with BatchNorm folded into the convs (``lotterylab.target.read_net``)."""
-    from ..models import make_activation
-
+    with BatchNorm folded into the convs: :meth:`lotterylab.graph.LayerGraph.to_sequential`."""
     shape = input_shape or (getattr(model, "lotterylab_arch", None) or {}).get("input_shape")
     device = next(model.parameters()).device
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         if shape is None:
             raise UnsupportedTarget("a convolutional model needs input_shape=(C, H, W) for GFS over its filters")
-        from ..target import read_net
-
         t = read_net(model, tuple(shape))
-        if any(g.get("add") is not None or g.get("input", k - 1) != k - 1 for k, g in enumerate(t.geometry)):
-            raise UnsupportedTarget("GFS prunes chains: this model has residual additions or branches")
-        layers: list[nn.Module] = [_Op({"op": "reshape", "shape": list(shape)})]
-        flat = False
     else:
         t = read_mlp(model)
-        layers, flat = [nn.Flatten()], True
-    for k, (w, b, g) in enumerate(zip(t.weights, t.biases, t.geometry or [{}] * t.depth)):
-        if w.dim() == 4 and not flat:
-            m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), tuple(g["stride"]), tuple(g["padding"]))
-        else:
-            if not flat:
-                layers.append(nn.Flatten())
-                flat = True
-            w = w.reshape(w.shape[0], -1)
-            m = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            m.weight.copy_(w.float())
-            m.bias.copy_(b.float())
-        layers.append(m)
-        if k < t.depth - 1:
-            layers.append(make_activation(t.activations[k]))
-            layers.extend(_Op(op) for op in g.get("post", []) if op["op"] != "flatten")
-    if not flat:
-        layers.append(nn.Flatten())
-    return nn.Sequential(*layers).to(device)
-
-
-class _Op(nn.Module):
-    """A parameter-free op of a read chain (pooling) as a module."""
-
-    def __init__(self, op: dict):
-        super().__init__()
-        self.op = dict(op)
-
-    def forward(self, x):
-        from ..models import apply_op
-
-        if self.op["op"] == "reshape":  # inputs as images, whether given flat or [N, C, H, W]
-            return x.reshape(x.shape[0], *self.op["shape"])
-        return apply_op(self.op, x)
+    return t.to_sequential().to(device)
 
 
 def _linears(seq: nn.Sequential) -> list[int]:

@@ -1,0 +1,161 @@
+"""``construct``: read the target, check everything, then run rounds of a family over the engine.
+
+Guarantee mode (``eps``) starts from a per-parameter tolerance guess, certifies the realised
+ticket, and retunes each layer's tolerance from its share of the certificate until the bound is
+at most ``eps`` (and not far below it: sparser). The papers' mode (``eps_param``) runs one round.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from .. import activations as acts_mod
+from .. import subsetsum
+from ..tickets import Ticket
+from .certificate import certify, retune
+from .config import ConstructionConfig, ConstructionError, RoundSettings
+from .engine import Engine
+from .families import FAMILIES
+from .first_layer import default_first_layer, first_layer_for
+from .inputs import calibration_sample, check_convolutions, domain_box, fold_constant_inputs, read_target
+from .report import to_ticket
+from .sizes import auto_s1, default_rho
+
+
+def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int = 0, domain=(-1.0, 1.0), *,
+              eps_param: float | None = None, delta: float = 0.01, rho: int | None = None,
+              rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
+              objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
+              max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
+              copy_objective: str | None = None, compensate: bool = False, log=None) -> Ticket:
+    """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
+
+    ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
+    the per-parameter tolerance itself from the error certificate. ``eps_param=`` instead solves
+    every subset sum to that tolerance (the papers' mode) and reports the resulting certificate.
+    ``mode`` names a construction family (:data:`lotterylab.construct.FAMILIES`: ``"L+1"``,
+    ``"2L"``). The construction runs on the CPU (its solver kernels are compiled for it); the
+    ticket's networks go to any device with ``ticket.network(device)``.
+
+    Convolutional targets (Conv2d / BatchNorm / pooling / Linear head, see
+    :func:`lotterylab.target.read_net`) need ``input_shape=(C, H, W)`` unless the model carries it
+    (zoo models) or ``domain`` is an image sample; their domain bounds are per channel.
+
+    ``calibration=`` (paper mode only): inputs, e.g. a few thousand training examples, on which every
+    unit's bias is solved for its target minus the mean error the pruned weights below it cause there
+    (bias correction). Weights are untouched; the report records the largest shift per layer.
+    ``compensate=True`` (needs ``calibration``; fully connected layers, and conv layers in 2L) also
+    solves each layer's inputs in blocks, in order, and shifts the subset-sum targets of the inputs not
+    yet solved so that they cancel, in least squares over the sample, the errors already made
+    (GPTQ-style error compensation).
+    ``log``: a callable that receives one line per layer and round (progress of long constructions).
+    """
+    cfg = ConstructionConfig(mode, eps, seed, eps_param, delta, rho, rho_first, rho_b, first_layer, objective,
+                             copy_objective, s1, max_growth_rounds, max_rounds, compensate).check(FAMILIES)
+    return run(target, cfg, domain, input_shape=input_shape, calibration=calibration, log=log)
+
+
+def run(target: nn.Module, cfg: ConstructionConfig, domain=(-1.0, 1.0), *, input_shape=None,
+        calibration: torch.Tensor | None = None, log=None) -> Ticket:
+    """:func:`construct` with a checked :class:`ConstructionConfig`."""
+    family = FAMILIES[cfg.mode]
+    t = read_target(target, input_shape, domain)
+    for a in t.activations:
+        if a is not None:  # (None: a residual shortcut layer, linear)
+            acts_mod.get(a)  # refuses activations the constructions cannot handle
+    psi = acts_mod.get(t.activations[0] if t.depth > 1 else "relu")
+    first_name = cfg.first_layer or default_first_layer(psi)
+    first_layer_for(psi, first_name)  # refuses a scheme the activation cannot carry, before any work
+    if cfg.mode == "2L" and first_name != "identity":
+        for a in t.activations:
+            if a is not None and acts_mod.get(a).kind != psi.kind:
+                raise ConstructionError("2L with mixed activation kinds is not supported")
+    if t.geometry:
+        check_convolutions(t, psi, first_name)
+    lo, hi = domain_box(domain, t.widths[0], channels=bool(t.geometry))
+    t0 = time.perf_counter()
+    scale_biases = list(t.biases)  # scales and widths follow the target's own biases, not the folded ones
+    t, const_inputs = fold_constant_inputs(t, lo, hi)
+    calib = calibration_sample(calibration, t, cfg.eps_param)
+    if cfg.compensate and calib is None:
+        raise ConstructionError("compensate=True needs calibration= (a sample of inputs, e.g. 2000 training "
+                                "examples) and eps_param=: it cancels errors in least squares over that sample")
+
+    guarantee = cfg.guarantee
+    ep = cfg.eps_param if not guarantee else cfg.eps / (10.0 * t.depth)  # first guess; the certificate corrects it
+    layer_eps = [ep] * t.depth
+    history = []
+    best = None
+    for rnd in range(cfg.max_rounds if guarantee else 1):
+        ep = min(layer_eps)
+        first = first_layer_for(psi, first_name, 1.0)
+        settings = _round_settings(cfg, t, scale_biases, layer_eps, first, guarantee)
+        if first_name == "linearize":
+            s1_r = cfg.s1 if cfg.s1 is not None else auto_s1(psi, layer_eps[0], t)
+            if s1_r < 2e-5:
+                raise ConstructionError(
+                    f"linearising {psi.name} in the first layer needs input weights of scale {s1_r:.1e} for "
+                    f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums "
+                    f"unsolvable; use first_layer='identity' (idealised, labelled in the report) or a larger eps")
+            first = first_layer_for(psi, first_name, s1_r)
+        e = Engine(t, settings, family, first, cfg.seed, lo, hi, torch.device("cpu"), const_inputs, scale_biases,
+                   calib)
+        if log is not None:
+            e.log = log
+            log(f"round {rnd + 1}: eps_param {ep:.3g}" if guarantee else f"paper mode, eps_param {ep:.3g}")
+        family.build(e)
+        cert = certify(e)
+        history.append({"eps_param": ep, "layer_eps": list(layer_eps), "certificate": cert.bound,
+                        "rho": settings.rho, "rho_first": settings.rho_first, "rho_b": settings.rho_b})
+        if not guarantee:
+            best = (e, cert)
+            break
+        if cert.bound <= cfg.eps:
+            best = (e, cert)
+            if cert.bound > cfg.eps / 4 or rnd == cfg.max_rounds - 1:
+                break
+            layer_eps = retune(layer_eps, t, cert, 0.8 * cfg.eps)  # widen: sparser, still certified
+        else:
+            if best is not None:
+                break  # the previous, tighter round was certified
+            if len(history) >= 2 and cert.bound > history[-2]["certificate"] / 1.5:
+                raise ConstructionError(f"the certificate stopped improving ({history[-2]['certificate']:.3g} -> "
+                                        f"{cert.bound:.3g}) while tightening eps_param to {ep:.2e}; unresolved "
+                                        f"subset sums: {e.stats['unresolved']}. Raise rho / rho_b, or eps")
+            layer_eps = retune(layer_eps, t, cert, 0.5 * cfg.eps)
+    if best is None:
+        raise ConstructionError(f"no certified ticket within eps={cfg.eps} after {cfg.max_rounds} rounds (last "
+                                f"certificate {history[-1]['certificate']:.3g}); raise max_rounds, rho or eps")
+    e, cert = best
+    ticket = to_ticket(e, cert, history, cfg.mode, cfg.eps, cfg.eps_param, time.perf_counter() - t0)
+    ticket.report["constant_inputs_folded"] = len(const_inputs)
+    # pruned targets (IMP) hold far fewer weights than their shape: the count to compare tickets with
+    ticket.report["parameters"]["target_nonzero"] = sum(int(p.count_nonzero()) for p in target.parameters())
+    ticket.report["bias_correction"] = None if e.correction is None else {
+        "samples": int(calib.shape[0]),
+        "max_shift_per_layer": [e.correction.max_shift.get(l, 0.0) for l in range(t.depth)]}
+    comp = e.compensation
+    ticket.report["compensation"] = None if comp is None or not comp.max_shift else {
+        "block_per_layer": [comp.block.get(l) for l in range(t.depth)],
+        "max_target_shift_per_layer": [comp.max_shift.get(l) for l in range(t.depth)]}
+    return ticket
+
+
+def _round_settings(cfg: ConstructionConfig, t, scale_biases, layer_eps: list[float], first,
+                    guarantee: bool) -> RoundSettings:
+    """Candidate counts for this round's tolerance, relative to the largest layer scale."""
+    ep = min(layer_eps)
+    wmax = max(float(max(W.abs().max(), b.abs().max())) for W, b in zip(t.weights, scale_biases))
+    eps_rel = max(ep / max(wmax, 1e-6), 1e-5)
+    sign = first.sides == 2
+    r = cfg.rho or default_rho(eps_rel, cfg.delta, product=False)
+    r1 = cfg.rho_first or (2 * default_rho(eps_rel, cfg.delta, product=True) if sign else
+                           default_rho(eps_rel, cfg.delta, product=True))
+    r1 = min(r1, 2 * subsetsum.MAX_N if sign else subsetsum.MAX_N)
+    rb = cfg.rho_b or min(40, 2 * r)  # ReLU: about half the constants are usable (beta > 0)
+    return RoundSettings(ep, min(r, subsetsum.MAX_N), r1, rb, cfg.objective, cfg.copy_objective,
+                         cfg.max_growth_rounds, cfg.compensate, list(layer_eps) if guarantee else None)
+

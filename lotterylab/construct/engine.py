@@ -1,0 +1,202 @@
+"""The solving engine shared by every construction family: subset sums per (row, unit) pair, biases
+from constant neurons, and repair by growing the source with real neurons.
+
+A family (:mod:`lotterylab.construct.families`) lays out the source's layers and their row roles;
+the engine solves whatever rows it is given, without knowing which family laid them out. A failed
+pair gets one more candidate (a new copy neuron of its unit in the layer below) and only failed
+pairs are solved again; a failed bias gets new constant neurons below. Refinements on a data
+sample (bias correction, compensation) plug in as hooks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import subsetsum
+from ..target import TargetMLP
+from . import growth
+from .certificate import target_bounds
+from .config import ConstructionError, RoundSettings
+from .first_layer import LinearRegime
+from .ledger import Ledger
+from .source import RandomSource, SourceLayer
+from .tables import candidate_tables, unit_columns
+
+
+class Engine:
+    """Builds one source for one round: the family calls :meth:`solve_rows` layer by layer."""
+
+    def __init__(self, t: TargetMLP, cfg: RoundSettings, family, first: LinearRegime, seed: int, lo, hi, device,
+                 const_inputs=None, scale_biases=None, calibration: torch.Tensor | None = None):
+        from .refine import BiasCorrection, Compensation
+
+        self.t, self.cfg, self.family, self.first, self.seed, self.device = t, cfg, family, first, seed, device
+        self.psi = first.psi
+        self.log = lambda text: None  # construct(log=...) sets a stage printer
+        self.correction = BiasCorrection(self, calibration) if calibration is not None else None
+        self.compensation = Compensation(self) if cfg.compensate and calibration is not None else None
+        self.const_inputs = const_inputs if const_inputs is not None else torch.zeros(0, dtype=torch.long)
+        # layer scales follow the target's own biases (before constant inputs were folded into them)
+        self.scale_biases = list(scale_biases if scale_biases is not None else t.biases)
+        self.lo, self.hi = lo, hi
+        self.src = RandomSource(seed, device, prefix="layers" if t.geometry else "linears")
+        self.H = target_bounds(t, lo, hi)
+        self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0,
+                      "zero_weights": 0}
+        self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
+        self._tab_cache: dict[tuple[int, bool], tuple[int, tuple]] = {}
+
+    def new_ledger(self, C: SourceLayer, n_in: int, tl: int, product: bool) -> Ledger:
+        self.ledgers[C.index] = Ledger.empty(n_in, C.T, tl, product)
+        self.ledgers[C.index].fit(C.W.shape[0])
+        return self.ledgers[C.index]
+
+    def fit(self, C: SourceLayer) -> None:
+        self.ledgers[C.index].fit(C.W.shape[0])
+
+    def run(self, values, targets, eps, copies: bool = False):
+        """Solve padded instances (float64, CPU); padding candidates are 0 and never help."""
+        t0 = time.perf_counter()
+        objective = (self.cfg.copy_objective or self.cfg.objective) if copies else self.cfg.objective
+        res = subsetsum.solve(values.double().cpu(), targets.double().cpu(), eps, objective)
+        self.stats["solve_time_s"] += time.perf_counter() - t0
+        self.stats["instances"] += len(targets)
+        self.stats["_size_sum"] += int(res.size.sum())
+        return res
+
+    def tables(self, P: SourceLayer, product: bool):
+        """Candidate tables of P, cached until P grows (compensation solves a layer in many small calls)."""
+        key = (P.index, product)
+        hit = self._tab_cache.get(key)
+        if hit is not None and hit[0] == P.R:
+            return hit[1]
+        out = candidate_tables(P, product, self.first)
+        self._tab_cache[key] = (P.R, out)
+        return out
+
+    def solve_pairs(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, units: torch.Tensor,
+                    clear: bool = True) -> torch.Tensor:
+        """Solve the weights of instances (rows[k], units[k]) of layer C over candidates in P; returns ok.
+
+        ``clear``: a re-solve first removes the pair's earlier selection (a first solve has none)."""
+        inf = self.ledgers[C.index]
+        product = inf.product
+        W_t = self.t.w3(inf.tl)  # [n_out, n_in, T]
+        col, coef, valid, mult = self.tables(P, product)
+        S, n_max, T = col.shape[1], col.shape[2], C.T
+        ep = self.cfg.eps_for(inf.tl)
+        eps = self.first.pair_eps(ep) if product else ep
+        neuron = inf.neuron[rows]
+        ok_all = torch.ones(len(rows), dtype=torch.bool)
+        chunk = max(1, 1_500_000 // (S * n_max * T))
+        taps = torch.arange(T)
+        for c0 in range(0, len(rows), chunk):
+            r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
+            cc = col[u]  # [k, S, n_max]
+            vv = valid[u].unsqueeze(3)
+            w = C.W[r.view(-1, 1, 1), cc].double().cpu()  # [k, S, n_max, T]
+            w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
+            v = w * coef[u].unsqueeze(3)
+            tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
+            tgt = tgt + inf.shift[r, u, :S]  # (compensation; zero otherwise)
+            # one instance per (pair, tap, side): the same candidates at every tap of the kernel
+            res = self.run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps,
+                           copies=not product)
+            sel = res.mask.reshape(len(r), T, S, n_max).permute(0, 2, 3, 1) & vv  # [k, S, n_max, T]
+            ok = res.ok.reshape(len(r), T * S).all(1)
+            ok_all[c0:c0 + chunk] = ok
+            # replace this pair's previous selection (over ALL of the unit's candidates) by the new one
+            if clear:
+                all_r, all_c = unit_columns(P, product, r, u)
+                C.mW[all_r.to(C.mW.device), all_c.to(C.mW.device)] = False
+            rr = r.view(-1, 1, 1, 1).expand_as(sel)
+            ci = cc.unsqueeze(3).expand_as(sel)
+            ti = taps.view(1, 1, 1, -1).expand_as(sel)
+            C.mW[rr[sel].to(C.mW.device), ci[sel].to(C.mW.device), ti[sel].to(C.mW.device)] = True
+            sums = (v * sel).sum(2)  # [k, S, T]
+            inf.p[r, u] = sums[:, 0]
+            if S == 2:
+                inf.q[r, u] = sums[:, 1]
+            inf.l1v[r, u] = (w.abs() * sel).sum((1, 2))
+            inf.ok[r, u] = ok
+        return ok_all
+
+    def solve_biases(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
+        inf = self.ledgers[C.index]
+        neuron = inf.neuron[rows]
+        targets = self.t.biases[inf.tl][neuron].clone()
+        phi0 = self.first.bias_offset
+        if inf.product and phi0 is not None:
+            # phi(0) of every selected copy (at every tap) adds up: move it into the bias target
+            cols = torch.tensor([c for j in P.unit_rows for c in P.unit_rows[j]], dtype=torch.long)
+            Wsel = (C.W[rows][:, cols].double().cpu() * C.mW[rows][:, cols].cpu())
+            targets -= phi0 * Wsel.sum((1, 2))
+        true_targets = targets.clone()
+        if self.correction is not None:
+            targets -= self.correction.shift(C, rows)
+        crow = torch.tensor(P.const_rows, dtype=torch.long)
+        kappa = growth.const_value(self, P, crow)
+        use = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
+        crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
+        if len(crow) == 0:
+            raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
+        tc = C.centre  # constants reach the bias through one tap that is inside the image everywhere
+        w = C.W[rows][:, crow, tc].double().cpu()
+        res = self.run(w * kappa, targets, self.cfg.eps_for(inf.tl))
+        allc = torch.tensor(P.const_rows, dtype=torch.long)  # clear any earlier choice, then set this one
+        C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1), tc] = False
+        sel = res.mask
+        C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel], tc] = True
+        growth.keep_constant(self, P, crow[sel.any(0)])
+        # the certificate measures the realised bias against the target's own (a correction is an error there)
+        inf.bias_err[rows] = (res.sum.double() - true_targets).abs()
+        inf.bias_real[rows] = res.sum.double()
+        inf.bias_ok[rows] = res.ok
+        return res.ok
+
+    def settle_pairs(self, C: SourceLayer, P: SourceLayer, r: torch.Tensor, u: torch.Tensor) -> None:
+        """Solve pairs (r[k], u[k]) of C; failed pairs get one more candidate each round and are solved again."""
+        ok = self.solve_pairs(C, P, r, u, clear=False)
+        self.stats["failed_first_try"] += int((~ok).sum())
+        for _ in range(self.cfg.max_growth_rounds):
+            if ok.all():
+                break
+            r, u = r[~ok], u[~ok]
+            growth.grow_unit(self, P, sorted(set(u.tolist())))
+            self.fit(C)
+            ok = self.solve_pairs(C, P, r, u)
+        self.stats["unresolved"] += int((~ok).sum())
+
+    def solve_rows(self, C: SourceLayer, P: SourceLayer, rows: list[int]) -> None:
+        """Solve every pair and the bias of ``rows``; repair failures by growing P."""
+        inf = self.ledgers[C.index]
+        self.fit(C)
+        rows_t = torch.tensor(rows, dtype=torch.long)
+        units = torch.arange(inf.n_in)
+        if inf.tl == 0 and len(self.const_inputs):  # folded into the bias: no weight to build
+            keep = torch.ones(inf.n_in, dtype=torch.bool)
+            keep[self.const_inputs] = False
+            units = units[keep]
+        U = self.compensation.factor(C, P) if self.compensation is not None else None
+        if U is not None:
+            self.compensation.solve(C, P, rows_t, units, U)
+        else:
+            r, u = rows_t.repeat_interleave(len(units)), units.repeat(len(rows))
+            # a weight that is exactly 0 (pruned targets, e.g. found by IMP) is met exactly by the empty
+            # subset under every objective: nothing to solve or keep
+            nz = self.t.w3(inf.tl)[inf.neuron[r], u].reshape(len(r), -1).ne(0).any(1)
+            self.stats["zero_weights"] += int((~nz).sum())
+            self.settle_pairs(C, P, r[nz], u[nz])
+        bad = rows_t
+        okb = self.solve_biases(C, P, bad)
+        self.stats["failed_first_try"] += int((~okb).sum())
+        for _ in range(self.cfg.max_growth_rounds):
+            if okb.all():
+                break
+            bad = bad[~okb]
+            growth.grow_constants(self, P, 4)
+            self.fit(C)
+            okb = self.solve_biases(C, P, bad)
+        self.stats["unresolved"] += int((~okb).sum())

@@ -1,0 +1,192 @@
+"""Refinements on a data sample (the papers' mode only): bias correction and error compensation.
+
+Both change only which candidates are kept, never a drawn value; the certificate still measures
+every weight and bias against the target's own.
+
+* **Bias correction.** Every pruned weight misses its target by up to eps_param, and in L+1 every
+  copy carries its own error into the next layer; over real inputs these errors have a mean, which
+  shifts each unit like a wrong bias. Solving the bias for "target bias - mean error over the
+  sample" removes that shift (the bias correction of post-training quantisation, Nagel et al. 2019,
+  arXiv:1906.04721).
+* **Compensation.** The errors' spread remains: each row's pre-activation error is
+  ``sum_f d_f z_f`` over its input features. Solving the inputs in order and shifting the targets of
+  the inputs not yet solved by the least-squares best response to the errors already made (optimal
+  brain surgeon / GPTQ, Frantar et al. 2022, arXiv:2210.17323: with ``H = E[z z^T]`` and ``U`` the
+  upper Cholesky factor of ``H^-1``, errors ``d_B`` of a block move the later targets by
+  ``d_B U_BB^-1 U_BR``) cancels the part of the error that correlated inputs can absorb.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import activations as acts_mod
+from ..models import apply_op
+from .source import SourceLayer, layer_shape
+
+
+def linear_part(h: torch.Tensor, w3: torch.Tensor, geo: dict | None) -> torch.Tensor:
+    """A layer's pre-activation (no bias) for inputs h [N, cols, ...] and weights [rows, cols, taps]."""
+    if geo is not None and geo.get("op") == "conv":
+        kh, kw = geo["kernel"]
+        return F.conv2d(h, w3.reshape(w3.shape[0], w3.shape[1], kh, kw), None, geo["stride"], geo["padding"])
+    return h.reshape(h.shape[0], -1) @ w3.reshape(w3.shape[0], -1).T
+
+
+class BiasCorrection:
+    """Realised and target outputs of every layer on the sample; the mean error of each row."""
+
+    def __init__(self, e, sample: torch.Tensor):
+        self.e, self.x = e, sample
+        self.target_outputs = e.t.forward(sample)
+        self._out_cache: dict[int, tuple[int, torch.Tensor]] = {}
+        self._target_pre: dict[int, torch.Tensor] = {}
+        self.max_shift: dict[int, float] = {}  # target layer -> largest |correction| of its rows
+
+    def pre(self, C: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
+        """Realised pre-activation (without bias) of ``rows`` of C on the sample."""
+        e = self.e
+        inf = e.ledgers[C.index]
+        P = e.src.layers[C.reads]
+        if inf.product:  # through the univariate layer: its effective weights (the first-layer scheme's)
+            h = self.out(P.reads)
+            return e.first.realised(h, inf.p[rows], inf.q[rows], lambda hh, w: linear_part(hh, w, C.geo))
+        cols = P.copy_row_index()
+        w = (C.W[rows][:, cols] * C.mW[rows][:, cols]).double().cpu()
+        return linear_part(self.out(P.index)[:, cols], w, C.geo)
+
+    def out(self, k: int) -> torch.Tensor:
+        """Realised output of source layer k's rows on the sample (-1: the sample)."""
+        if k < 0:
+            return self.x
+        L = self.e.src.layers[k]
+        hit = self._out_cache.get(k)
+        if hit is not None and hit[0] == L.R:
+            return hit[1]
+        z = self.pre(L, torch.arange(L.R))
+        z = z + self.e.ledgers[k].bias_real[:L.R].view(1, -1, *[1] * (z.dim() - 2))
+        if L.add_from is not None:
+            z = z + self.out(L.add_from)
+        if L.act is not None:
+            z = acts_mod.get(L.act).module()(z)
+        for op in L.post:
+            z = apply_op(op, z)
+        self._out_cache[k] = (L.R, z)
+        return z
+
+    def shift(self, C: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
+        """Mean over the sample (and positions) of realised minus target pre-activation, per row; recorded."""
+        e = self.e
+        inf = e.ledgers[C.index]
+        tl = inf.tl
+        if tl not in self._target_pre:  # the target's pre-activation (no bias) of layer tl, once per layer
+            src = e.t.input_of(tl)
+            self._target_pre[tl] = linear_part(self.x if src < 0 else self.target_outputs[src], e.t.w3(tl),
+                                               layer_shape(e.t, tl)["geo"])
+        z_t = self._target_pre[tl]
+        z = self.pre(C, rows)
+        d = z - z_t[:, inf.neuron[rows]]
+        shift = d.transpose(0, 1).reshape(len(rows), -1).mean(1)
+        self.max_shift[tl] = max(self.max_shift.get(tl, 0.0), float(shift.abs().max()))
+        return shift
+
+
+class Compensation:
+    """GPTQ-style compensation: blocks of inputs in order, later targets shifted by the best response."""
+
+    # at most this many (example, position) rows estimate a conv layer's H (seeded subsample); layers with
+    # more effective weights per row than FEATURES (e.g. a Linear head over a whole feature map: an
+    # H of 25k x 25k) are solved without compensation
+    ROWS = 20_000
+    FEATURES = 4096
+
+    def __init__(self, e):
+        self.e = e
+        self._factor: dict[int, torch.Tensor | None] = {}  # source layer -> Cholesky factor of its inverse moment
+        self.max_shift: dict[int, float] = {}  # target layer -> largest target shift
+        self.block: dict[int, int] = {}
+
+    def features(self, C: SourceLayer, P: SourceLayer) -> torch.Tensor | None:
+        """[rows, n_in * S * T]: what each effective weight of C multiplies on the sample (conv layers:
+        every (example, output position) is a row; its patch is the features), or None where the layer
+        is left uncompensated (too many weights per row; conv layers where the family declines)."""
+        e = self.e
+        inf = e.ledgers[C.index]
+        corr = e.correction
+        if inf.product:
+            parts = e.first.input_parts(corr.out(P.reads).double())
+        else:  # copy layers: every copy of unit j carries about the target's h_j
+            parts = [corr.target_outputs[e.t.input_of(inf.tl)].double()]
+        S, N, n_in = len(parts), parts[0].shape[0], inf.n_in
+        if n_in * S * C.T > self.FEATURES:
+            return None
+        if C.geo is not None and C.geo.get("op") == "conv":
+            if not e.family.compensates_convolutions:
+                return None
+            x = torch.stack(parts, 2)  # [N, C, S, H, W]: unfold's channel index is (c * S + s), taps row-major
+            x = x.reshape(N, -1, *x.shape[3:])
+            Z = F.unfold(x, C.geo["kernel"], padding=C.geo["padding"], stride=C.geo["stride"])
+            Z = Z.transpose(1, 2).reshape(-1, Z.shape[1])
+            if Z.shape[0] > self.ROWS:
+                g = torch.Generator().manual_seed(e.seed)
+                Z = Z[torch.randperm(Z.shape[0], generator=g)[:self.ROWS]]
+        elif parts[0].dim() > 2:  # a Linear layer reading a feature map: unit = channel, tap = position
+            Z = torch.stack(parts, 2).reshape(N, -1)
+        else:
+            Z = torch.stack(parts, 2)  # [N, n_in, S]
+            if inf.tl == 0 and len(e.const_inputs):
+                Z[:, e.const_inputs] = 0.0
+            Z = Z.reshape(N, -1)
+        return Z if Z.shape[1] == n_in * S * C.T else None
+
+    def factor(self, C: SourceLayer, P: SourceLayer) -> torch.Tensor | None:
+        if C.index not in self._factor:
+            Z = self.features(C, P)
+            if Z is None:
+                self._factor[C.index] = None
+                return None
+            H = Z.T @ Z / Z.shape[0]
+            d = H.diagonal().clone()
+            dead = d <= 1e-12 * float(d.max().clamp(min=1e-300))
+            H[dead] = 0.0
+            H[:, dead] = 0.0
+            idx = torch.arange(len(d))
+            H[idx, idx] = torch.where(dead, torch.ones_like(d), d + 0.01 * float(d[~dead].mean()))  # 1% damping
+            Hi = torch.cholesky_inverse(torch.linalg.cholesky(H))
+            self._factor[C.index] = torch.linalg.cholesky(Hi, upper=True)
+        return self._factor[C.index]
+
+    def solve(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, units: torch.Tensor, U) -> None:
+        e = self.e
+        inf = e.ledgers[C.index]
+        S = e.first.sides if inf.product else 1
+        n_in, R, T = inf.n_in, len(rows), C.T
+        # blocks of units between updates: about 48 solver calls per large layer (one unit per call costs
+        # 16x the calls for a few % less error on LeNet), single units in small layers
+        bs = max(1, min(16, n_in // 48))
+        self.block[inf.tl] = bs
+        w = e.t.w3(inf.tl)[inf.neuron[rows]]  # [R, n_in, T]
+        # weights that are exactly 0 in the target (pruned, e.g. by IMP) stay 0 and absorb nothing (as in
+        # SparseGPT): the ticket keeps the target's sparsity and those pairs need no solving
+        live = w.ne(0)
+        delta = torch.zeros(R, n_in, S, T, dtype=torch.float64)  # shift of each effective weight's target
+        for b0 in range(0, len(units), bs):
+            ub = units[b0:b0 + bs]
+            D = delta[:, ub]  # [R, b, S, T]
+            inf.shift[rows.view(-1, 1), ub.view(1, -1), :S] = e.first.side_targets(D) if S == 2 else D
+            r, u = rows.repeat_interleave(len(ub)), ub.repeat(R)
+            nz = live[:, ub].any(-1).reshape(-1)
+            e.stats["zero_weights"] += int((~nz).sum())
+            e.settle_pairs(C, P, r[nz], u[nz])
+            p, q = inf.p[rows][:, ub], inf.q[rows][:, ub]  # [R, b, T]
+            real = e.first.effective(p, q) if S == 2 else p.unsqueeze(2)
+            d = (real - w[:, ub].unsqueeze(2) - D).reshape(R, -1)
+            fB = (ub.view(-1, 1) * (S * T) + torch.arange(S * T)).reshape(-1)
+            f0 = int(fB.max()) + 1
+            if f0 < n_in * S * T:
+                K = torch.linalg.solve_triangular(U[fB][:, fB], U[fB][:, f0:], upper=True)
+                keep = live[:, f0 // (S * T):].unsqueeze(2).expand(-1, -1, S, -1).reshape(R, -1)
+                delta.view(R, -1)[:, f0:] += (d @ K) * keep
+        tl = inf.tl
+        self.max_shift[tl] = max(self.max_shift.get(tl, 0.0), float(delta.abs().max()))

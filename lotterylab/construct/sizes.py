@@ -1,0 +1,81 @@
+"""How large the source is drawn: candidate counts (rho) and the scale of every layer's weights and biases."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import activations as acts_mod
+from .. import subsetsum
+
+
+def a_scale(e, l: int) -> float:
+    """Scale of the univariate weights that read target layer l's input (the first-layer scheme's)."""
+    return e.first.a_scale(float(e.H[l].max()))
+
+
+def b_scale(e, l: int) -> float:
+    """Bias scale of the constant neurons that carry target layer l's biases (read by its product layer)."""
+    return reach_scale(e.psi.name, float(e.t.biases[l].abs().max()), w_scale(e, l, True))
+
+
+def b_scale_after(e, l: int) -> float:
+    """Bias scale of L+1 copy layer l, whose constant neurons carry the biases of the layers reading it."""
+    t = e.t
+    readers = [k for k in range(t.depth) if t.input_of(k) == l]
+    if not readers:
+        return 2.0
+    max_bias = max(float(t.biases[k].abs().max()) for k in readers)
+    return reach_scale(t.activations[l] or "identity", max_bias, min(w_scale(e, k, False) for k in readers))
+
+
+def w_scale(e, l: int, product: bool) -> float:
+    # product layers: 1.5x the largest target parameter, so targets stay within 2/3 of the scale where
+    # sums of products are dense (at the edge of the range they fail far more often); plain layers: 1x,
+    # since larger candidates raise the l1 masses that amplify errors (Burkholz 2022, §3)
+    W, b = e.t.weights[l], e.scale_biases[l]
+    m = (1.5 if product else 1.0) * max(float(W.abs().max()), float(b.abs().max()), 1e-6)
+    return e.first.w_scale(m, a_scale(e, l)) if product else m
+
+
+def reach_scale(act: str, max_bias: float, w_scale: float) -> float:
+    """Bias scale of constant neurons with activation ``act`` that must reach bias targets up to
+    ``max_bias`` with weights of scale ``w_scale``: U[-2, 2] as in the LT-existence code, widened for
+    an unbounded activation (ReLU-type) until the largest target lies within 2/3 of the largest
+    constant x weight product, the rule the weights follow. (MNIST's folded border pixels give
+    first-layer biases near -8, which constants up to 2 left unresolved.) A bounded activation
+    saturates, so a wider scale would not give larger constants."""
+    if float(acts_mod.get(act).module()(torch.tensor(100.0))) < 50.0:
+        return 2.0
+    return max(2.0, 1.5 * max_bias / w_scale)
+
+
+def auto_s1(psi: acts_mod.Activation, ep: float, t) -> float:
+    """Scale of the linearised first layer: its remainder costs at most ~ep/2 per assembled row.
+
+    A row sums about ``n_in`` subsets of ~2.3 candidates of size ``m / (s1 phi'(0))`` each
+    evaluated with remainder ``R(s1)``; halve s1 until that estimate fits.
+    """
+    n_in = t.widths[0] * t.w3(0).shape[2]  # instances per row: units x kernel taps
+    m = max(float(t.weights[0].abs().max()), float(t.biases[0].abs().max()), 1e-6)
+    s1 = 0.5
+    while s1 > 1e-6 and n_in * 2.3 * m / (s1 * psi.dphi0) * psi.remainder(s1) > ep / 2:
+        s1 /= 2
+    return s1
+
+
+def default_rho(eps_rel: float, delta: float, product: bool) -> int:
+    """Candidates per instance for success probability 1 - delta at relative tolerance eps_rel (measured)."""
+    return _choose_n_cached("product" if product else "uniform", round(eps_rel, 6), delta)
+
+
+_N_CACHE: dict = {}
+
+
+def _choose_n_cached(dist: str, eps_rel: float, delta: float) -> int:
+    key = (dist, eps_rel, delta)
+    if key not in _N_CACHE:
+        try:
+            _N_CACHE[key] = subsetsum.choose_n(dist, eps_rel, delta, n_max=subsetsum.MAX_N, trials=4000, seed=0)
+        except ValueError:
+            _N_CACHE[key] = subsetsum.MAX_N
+    return _N_CACHE[key]

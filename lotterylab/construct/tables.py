@@ -1,0 +1,59 @@
+"""Candidate tables: for every input unit (and side), the source rows a subset sum may choose from."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import subsetsum
+from .first_layer import LinearRegime
+from .source import SourceLayer
+
+
+def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime):
+    """``(col, coef, valid, mult)``: per input unit and side, candidate rows of ``P`` ``[units, S, n]``,
+    their coefficient (the univariate weight's worth, or 1 for copies), validity, and each side's
+    target multiplier. Each (unit, side) keeps its most recent ``subsetsum.MAX_N`` candidates."""
+    table = P.unit_rows if product else P.copy_rows
+    n_in = len(table)
+    lengths = torch.tensor([len(table[j]) for j in range(n_in)], dtype=torch.long)
+    rows = torch.tensor([r for j in range(n_in) for r in table[j]], dtype=torch.long)
+    unit = torch.arange(n_in).repeat_interleave(lengths)
+    if product:
+        a = P.W[rows.to(P.W.device), unit.to(P.W.device), 0].double().cpu()  # univariate layers: one tap
+        S, side, coef_all, keep, mult = first.candidates(a, unit)
+    else:
+        S, side, coef_all = 1, torch.zeros_like(unit), torch.ones(len(rows), dtype=torch.float64)
+        keep = torch.ones_like(unit, dtype=torch.bool)
+        mult = torch.ones(1, dtype=torch.float64)
+    rows, unit, side, coef_all = rows[keep], unit[keep], side[keep], coef_all[keep]
+    # position of each candidate within its (unit, side) group, in list order (newest last), and the
+    # group's size: keep the most recent MAX_N of every group
+    g = unit * S + side
+    order = torch.sort(g, stable=True).indices
+    count = torch.bincount(g, minlength=n_in * S)
+    start = torch.cumsum(count, 0) - count
+    pos = torch.empty_like(g)
+    pos[order] = torch.arange(len(g)) - start[g[order]]
+    drop = (count[g] - subsetsum.MAX_N).clamp(min=0)
+    k = pos >= drop
+    slot = (pos - drop)[k]
+    n_max = max(1, int(count.clamp(max=subsetsum.MAX_N).max()) if len(count) else 1)
+    col = torch.zeros(n_in, S, n_max, dtype=torch.long)
+    coef = torch.zeros(n_in, S, n_max, dtype=torch.float64)
+    valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
+    col[unit[k], side[k], slot] = rows[k]
+    coef[unit[k], side[k], slot] = coef_all[k]
+    valid[unit[k], side[k], slot] = True
+    return col, coef, valid, mult
+
+
+def unit_columns(P: SourceLayer, product: bool, rows: torch.Tensor, units: torch.Tensor):
+    """(row, column) index pairs of every candidate of each (row, unit): what a re-solve must clear."""
+    table = P.unit_rows if product else P.copy_rows
+    rr, cc = [], []
+    for u in units.unique().tolist():
+        cols = torch.tensor(table[u], dtype=torch.long)
+        sel_rows = rows[units == u]
+        rr.append(sel_rows.repeat_interleave(len(cols)))
+        cc.append(cols.repeat(len(sel_rows)))
+    return torch.cat(rr), torch.cat(cc)

@@ -1,0 +1,124 @@
+"""Guarantee mode end to end: the certificate holds on trained MLPs and CNNs for every activation and
+first layer, and is never below the error found by sampling and attack; the papers' mode reports it."""
+
+import pytest
+import torch
+
+import lotterylab as ll
+from lotterylab.construct import ConstructionError
+from lotterylab.target import read_mlp
+
+from targets import SHAPE, small_cnn, trained_mlp
+
+# pure prunings of a source with the target's activation (sign trick or linearised first layer)
+FAITHFUL = [("relu", "L+1"), ("relu", "2L"), ("leaky_relu", "L+1"), ("leaky_relu", "2L"), ("tanh", "2L"),
+            ("sigmoid", "2L")]
+# the papers' idealised first layer (identity), for every activation
+IDEALISED = [(a, m) for a in ("gelu", "silu", "elu", "softplus", "sigmoid") for m in ("L+1", "2L")] + [("tanh", "L+1")]
+
+
+@pytest.mark.parametrize("act,mode,first_layer", [(a, m, None) for a, m in FAITHFUL] +
+                         [(a, m, "identity") for a, m in IDEALISED])
+def test_guarantee_mode_holds(act, mode, first_layer):
+    target = trained_mlp(act)
+    eps = 0.01
+    ticket = ll.construct(target, mode=mode, eps=eps, seed=1, first_layer=first_layer)
+    rep = ticket.report
+    L = read_mlp(target).depth
+    assert rep["depth"]["source"] == (L + 1 if mode == "L+1" else 2 * L)
+    assert len(ticket.source().linears) == rep["depth"]["source"]
+    assert rep["certificate"] <= eps
+    check = ll.verify(target, ticket, samples=100_000, attack_steps=100)
+    assert check["sup_error"] <= rep["certificate"]  # the certificate is an upper bound...
+    assert check["sup_error"] <= eps                  # ...and the ticket meets the request
+
+
+@pytest.mark.parametrize("act,mode", [("relu", "L+1"), ("relu", "2L"), ("tanh", "L+1"), ("tanh", "2L"),
+                                      ("leaky_relu", "L+1"), ("leaky_relu", "2L")])
+def test_guarantee_mode_holds_on_a_small_cnn(act, mode, tmp_path):
+    target = small_cnn(act)
+    eps = 0.05
+    ticket = ll.construct(target, mode=mode, eps=eps, seed=0, domain=(0.0, 1.0), input_shape=SHAPE)
+    rep = ticket.report
+    assert rep["depth"]["source"] == (3 + 1 if mode == "L+1" else 2 * 3)
+    assert len(ticket.source().layers) == rep["depth"]["source"]
+    assert rep["certificate"] <= eps
+    # random points, border-heavy points (constant images, impulses in every pixel, corners) and an attack
+    check = ll.verify(target, ticket, domain=(0.0, 1.0), samples=2000, attack_steps=20)
+    assert check["sup_error"] <= rep["certificate"] <= eps
+    # network() is source() * masks, entry by entry; save -> load gives identical outputs
+    src, net = ticket.source(), ticket.network()
+    for name, p in net.state_dict().items():
+        assert torch.equal(p, src.state_dict()[name] * ticket.masks[name])
+    x = torch.rand(16, *SHAPE)
+    ticket.save(tmp_path / "t.safetensors")
+    back = ll.load_ticket(tmp_path / "t.safetensors")
+    with torch.no_grad():
+        assert torch.equal(back.network()(x), net(x))
+
+
+def test_ticket_is_a_pruning_of_one_fixed_source(tmp_path):
+    target = trained_mlp("relu")
+    ticket = ll.construct(target, mode="L+1", eps=0.02, seed=3)
+    src, net = ticket.source(), ticket.network()
+    names = {n for n, _ in src.named_parameters()}
+    assert set(ticket.masks) == names  # every parameter has a mask
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * ticket.masks[n])  # kept entries bit-identical, others exactly 0
+    # the source is regenerated from the seed alone
+    path = ticket.save(tmp_path / "t.ticket")
+    back = ll.load_ticket(path)
+    x = torch.rand(256, 4) * 2 - 1
+    assert torch.equal(back.network()(x), net(x))
+    assert back.report["certificate"] == ticket.report["certificate"]
+    assert ticket.file_report(path)["bits_per_source_parameter"] < 2
+
+
+def test_paper_mode_and_report():
+    target = trained_mlp("tanh", widths=(6, 10, 4))
+    t = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(-1.0, 1.0))
+    rep = t.report
+    assert not rep["guarantee_mode"] and rep["eps_param"] == 0.01
+    for key in ("certificate", "certificate_per_layer", "widths", "parameters", "subset_sum", "timings_s",
+                "theory_width_bound"):
+        assert key in rep
+    assert rep["parameters"]["ticket"] < rep["parameters"]["source"]
+    assert ll.verify(target, t, samples=20_000, attack_steps=20)["sup_error"] <= rep["certificate"]
+
+
+@pytest.mark.parametrize("mode", ["2L", "L+1"])
+def test_zero_target_weights_are_skipped_and_stay_exact(mode):
+    # pruned targets (IMP): a weight that is exactly 0 is met by the empty subset; nothing is solved or kept for it
+    target = trained_mlp("relu")
+    with torch.no_grad():
+        target[0].weight[:, ::2] = 0.0
+        target[2].weight[::3] = 0.0
+    ticket = ll.construct(target, mode=mode, eps=0.01, seed=0, domain=(-1.0, 1.0))
+    ss = ticket.report["subset_sum"]
+    zeros = int((target[0].weight == 0).sum() + (target[2].weight == 0).sum())
+    assert ss["zero_weights_skipped"] >= zeros and ss["unresolved"] == 0
+    assert ticket.report["parameters"]["target_nonzero"] == ticket.report["parameters"]["target"] - zeros
+    check = ll.verify(target, ticket, domain=(-1.0, 1.0), samples=20_000, attack_steps=30)
+    assert check["sup_error"] <= ticket.report["certificate"] <= 0.01
+
+
+def test_large_biases_and_min_l1_copies():
+    # inputs fixed over the domain fold into the first layer's bias (as MNIST's border pixels, which
+    # give biases near -8): the constants' scale widens to reach it, so nothing is left unresolved
+    target = trained_mlp("relu", widths=(12, 8, 6, 3))
+    with torch.no_grad():
+        target[0].weight[:, 2:] = -1.2  # ten fixed inputs at 1.0: folded biases near -12
+    lo, hi = torch.full((12,), 1.0), torch.full((12,), 1.0)
+    lo[:2] = -1.0
+    t = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(lo, hi))
+    ss = t.report["subset_sum"]
+    assert t.report["constant_inputs_folded"] == 10
+    assert ss["unresolved"] == 0 and all(u["biases"] == 0 for u in ss["unresolved_per_layer"])
+    assert ll.verify(target, t, domain=(lo, hi), samples=20_000, attack_steps=20)["sup_error"] <= \
+        t.report["certificate"]
+    # min_l1 subsets in the copy layers: smaller l1 masses, so smaller amplification of copy errors
+    l1 = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(lo, hi), copy_objective="min_l1")
+    assert l1.report["copy_objective"] == "min_l1" and t.report["copy_objective"] == "min_cardinality"
+    assert l1.report["certificate"] < t.report["certificate"]
+    with pytest.raises(ConstructionError, match="copy_objective"):
+        ll.construct(target, mode="L+1", eps_param=0.01, copy_objective="first_hit")

@@ -1,0 +1,63 @@
+"""First-layer schemes: what a univariate copy is worth, checked against the network it builds; the
+idealised identity layer is labelled as such."""
+
+import pytest
+import torch
+
+import lotterylab as ll
+from lotterylab import activations
+from lotterylab.construct import ConstructionError
+from lotterylab.construct.first_layer import LinearRegime, SignTrick, first_layer_for
+
+from targets import trained_mlp
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu:0.2"])
+def test_sign_trick_sums_are_the_network_they_build(act):
+    """Copies phi(a x) weighted by v, split by the sign of a into side sums p and q: the scheme's
+    ``realised`` pre-activation is exactly the pruned network's, and the side targets it asks for
+    move the effective weights by exactly the requested shift."""
+    psi = activations.get(act)
+    s = first_layer_for(psi, "sign_trick")
+    assert isinstance(s, SignTrick) and s.sides == 2
+    g = torch.Generator().manual_seed(0)
+    a, v = torch.randn(40, generator=g, dtype=torch.float64), torch.randn(40, generator=g, dtype=torch.float64)
+    sides, side, coef, keep, mult = s.candidates(a, torch.zeros(40, dtype=torch.long))
+    assert sides == 2 and keep.all() and torch.equal(coef, a.abs())
+    pick = torch.rand(40, generator=g) < 0.5
+    p = (v * coef * pick * (side == 0)).sum().view(1, 1, 1)  # realised side sums
+    q = (v * coef * pick * (side == 1)).sum().view(1, 1, 1)
+    x = torch.linspace(-2, 2, 41, dtype=torch.float64).view(-1, 1)
+    net = (v * pick * psi(a * x)).sum(1, keepdim=True)  # the pruned network's output for input x
+
+    def lin(h, w):
+        return h @ w.reshape(1, -1).T
+
+    assert torch.allclose(s.realised(x, p, q, lin), net, atol=1e-12)
+    D = torch.randn(3, 2, 2, 1, generator=g, dtype=torch.float64)
+    assert torch.allclose(s.effective(s.side_targets(D)[:, :, 0], s.side_targets(D)[:, :, 1]), D, atol=1e-12)
+    # both sides aim at w / (1 + slope) and -w / (1 + slope): p - slope q = w when both are met
+    w = 0.7
+    p_t, q_t = w * mult[0], w * mult[1]
+    assert torch.allclose(s.effective(p_t.view(1, 1, 1), q_t.view(1, 1, 1)), torch.tensor(w, dtype=torch.float64))
+
+
+def test_linear_regime_and_refusals():
+    tanh = activations.get("tanh")
+    lin = first_layer_for(tanh, "linearize", s1=0.01)
+    assert isinstance(lin, LinearRegime) and lin.sides == 1 and lin.scaled
+    assert lin.a_scale(2.0) == 0.005 and lin.w_scale(1.0, 0.005) == 1.0 / (0.005 * tanh.dphi0)
+    ident = first_layer_for(tanh, "identity")
+    assert ident.psi.name == "identity" and not ident.scaled and ident.bias_offset is None
+    assert first_layer_for(activations.get("sigmoid"), "linearize").bias_offset == 0.5  # phi(0) to the bias
+    with pytest.raises(ConstructionError, match="sign trick needs a ReLU-type"):
+        first_layer_for(tanh, "sign_trick")
+    with pytest.raises(ConstructionError, match="linearize needs a smooth"):
+        first_layer_for(activations.get("relu"), "linearize")
+
+
+def test_identity_first_layer_is_labelled():
+    target = trained_mlp("tanh", widths=(4, 6, 3))
+    t = ll.construct(target, mode="L+1", eps=0.01, first_layer="identity", seed=0)
+    assert t.report["first_layer"] == "identity"
+    assert t.arch["kwargs"]["acts"][0] == "identity"  # not a pure pruning of a tanh network: said so

@@ -1,0 +1,111 @@
+"""Refinements on a data sample: bias correction removes the mean error, compensation its correlated
+spread, on MLPs and through convolutions and skips; tickets stay prunings, certificates honest."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lotterylab as ll
+from lotterylab.construct import ConstructionError
+
+from targets import SHAPE, small_resnet, trained_mlp
+
+
+def test_bias_correction_removes_the_mean_error_on_the_data():
+    target = trained_mlp("relu")
+    g = torch.Generator().manual_seed(5)
+    calib, held_out = torch.rand(512, 4, generator=g), torch.rand(4096, 4, generator=g)  # inputs in [0, 1]: mean 0.5
+    kw = dict(mode="L+1", eps_param=0.05, seed=0, domain=(0.0, 1.0))
+    plain = ll.construct(target, **kw)
+    fixed = ll.construct(target, **kw, calibration=calib)
+    assert plain.report["bias_correction"] is None
+    bc = fixed.report["bias_correction"]
+    assert bc["samples"] == 512 and max(bc["max_shift_per_layer"]) > 0
+    with torch.no_grad():
+        y = target(held_out).double()
+        bias_plain = (plain.network()(held_out).double() - y).mean(0).abs().max()
+        bias_fixed = (fixed.network()(held_out).double() - y).mean(0).abs().max()
+    assert bias_fixed < 0.5 * bias_plain  # the mean error on unseen inputs of the same distribution shrinks
+    src, net = fixed.source(), fixed.network()
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * fixed.masks[n])  # still a pruning of the same kind of source
+    # the certificate stays honest: it counts the correction as a bias error
+    assert ll.verify(target, fixed, domain=(0.0, 1.0), samples=20_000, attack_steps=20)["sup_error"] <= \
+        fixed.report["certificate"]
+    with pytest.raises(ConstructionError, match="paper mode"):
+        ll.construct(target, mode="L+1", eps=0.05, calibration=calib)
+    with pytest.raises(ConstructionError, match="4 values"):
+        ll.construct(target, **kw, calibration=torch.rand(10, 5))
+
+
+@pytest.mark.parametrize("act,mode", [("relu", "2L"), ("relu", "L+1"), ("leaky_relu", "2L")])
+def test_error_compensation_cancels_correlated_errors(act, mode):
+    # inputs on a 3-dimensional manifold in [0, 1]^32 (as pixels are): later weights can absorb earlier errors
+    target = trained_mlp(act, widths=(32, 12, 3), steps=100)
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(3, 32, generator=g)
+    calib, held_out = (torch.sigmoid(torch.randn(n, 3, generator=g) @ A) for n in (1024, 4096))
+    kw = dict(mode=mode, eps_param=0.05, seed=0, domain=(0.0, 1.0), calibration=calib)
+    plain, comp = ll.construct(target, **kw), ll.construct(target, **kw, compensate=True)
+    assert plain.report["compensation"] is None
+    shifts = comp.report["compensation"]["max_target_shift_per_layer"]
+    assert shifts[0] > 0 and all(s is not None for s in shifts)  # every (fully connected) layer took part
+    with torch.no_grad():
+        y = target(held_out).double()
+        errs = [t.network()(held_out).double() - y for t in (plain, comp)]
+    # its spread (bias correction handles the mean, up to eps_param) shrinks on unseen inputs of the same distribution
+    spread = [(e - e.mean(0)).pow(2).mean().sqrt() for e in errs]
+    assert spread[1] < 0.8 * spread[0], spread  # measured: x0.50 (L+1) to x0.76
+    src, net = comp.source(), comp.network()
+    for (n, s), p in zip(src.named_parameters(), net.parameters()):
+        assert torch.equal(p, s * comp.masks[n])  # still a pruning of the same kind of source
+    assert comp.report["subset_sum"]["unresolved"] == 0
+    with pytest.raises(ConstructionError, match="needs calibration"):
+        ll.construct(target, mode=mode, eps_param=0.05, compensate=True)
+
+
+def test_error_compensation_through_convolutions_and_skips():
+    """2L compensation over conv taps: on smooth images (correlated patches) the spread of the output
+    error on unseen images shrinks; the ticket stays a pruning; L+1 conv layers are left alone."""
+    target = small_resnet("relu")
+    g = torch.Generator().manual_seed(3)
+
+    def smooth(n):
+        return F.interpolate(torch.rand(n, SHAPE[0], 3, 3, generator=g), size=SHAPE[1:], mode="bilinear",
+                             align_corners=True)
+
+    calib, held_out = smooth(128), smooth(512)
+    kw = dict(mode="2L", eps_param=0.02, seed=0, domain=(0.0, 1.0), input_shape=SHAPE, calibration=calib)
+    plain, comp = ll.construct(target, **kw), ll.construct(target, **kw, compensate=True)
+    with torch.no_grad():
+        y = target(held_out).double()
+        errs = [t.network()(held_out).double() - y for t in (plain, comp)]
+    spread = [(e - e.mean(0)).pow(2).mean().sqrt() for e in errs]
+    assert spread[1] < 0.9 * spread[0], spread  # measured x0.78
+    assert sum(s > 0 for s in comp.report["compensation"]["max_target_shift_per_layer"]) >= 5
+    src, net = comp.source(), comp.network()
+    for name, p in net.state_dict().items():
+        assert torch.equal(p, src.state_dict()[name] * comp.masks[name])
+    l1 = ll.construct(target, **{**kw, "mode": "L+1"}, compensate=True)
+    assert all(v is None for v in l1.report["compensation"]["max_target_shift_per_layer"][:-1])  # only the head
+
+
+@pytest.mark.parametrize("mode", ["2L", "L+1"])
+def test_bias_correction_through_convolutions_and_skips(mode):
+    """Bias correction on image samples: conv, padding, pooling, both residual kinds; the mean output
+    error on unseen images of the same distribution shrinks, and the ticket stays a pruning."""
+    target = small_resnet("relu")
+    g = torch.Generator().manual_seed(3)
+    calib, held_out = torch.rand(128, *SHAPE, generator=g), torch.rand(512, *SHAPE, generator=g)
+    kw = dict(mode=mode, eps_param=0.02, seed=0, domain=(0.0, 1.0), input_shape=SHAPE)
+    plain, fixed = ll.construct(target, **kw), ll.construct(target, **kw, calibration=calib)
+    with torch.no_grad():
+        y = target(held_out).double()
+        bias = [(t.network()(held_out).double() - y).mean(0).abs().max() for t in (plain, fixed)]
+    # (2L gains less: its weights add few mean errors here, and each bias is solved only to eps_param)
+    assert bias[1] < (0.5 if mode == "L+1" else 0.8) * bias[0]
+    src, net = fixed.source(), fixed.network()
+    for name, p in net.state_dict().items():
+        assert torch.equal(p, src.state_dict()[name] * fixed.masks[name])
+    assert ll.verify(target, fixed, domain=(0.0, 1.0), samples=500, attack_steps=5)["sup_error"] <= \
+        fixed.report["certificate"]
