@@ -120,6 +120,12 @@ def uniform(seed: int, stream: int, shape, low: float = -1.0, high: float = 1.0,
     return out.reshape(tuple(shape))
 
 
+def uniform_at(seed: int, stream: int, idx: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
+    """The values :func:`uniform` (flat index) or :func:`uniform_grid` (``r * GRID_STRIDE + c``) draw at
+    the indices ``idx``, bit for bit, without drawing the rest (compact tickets)."""
+    return (bits_at(seed, stream, idx) >> 8).to(torch.float32) * (2.0**-24) * (high - low) + low
+
+
 GRID_STRIDE = 1 << 24  # column stride of grid addressing: widths up to 16M
 
 

@@ -79,6 +79,14 @@ class Ticket:
         """The pruned network: source values where the mask keeps, exact zeros elsewhere."""
         return self.masks.apply(self.source(device))
 
+    def compact(self, dtype=torch.float64, device=None) -> nn.Module:
+        """The pruned network built from the kept entries alone: unused neurons removed, constant
+        neurons folded into biases, sparse layers as CSR (:mod:`lotterylab.compact`; fully connected
+        tickets so far)."""
+        from .compact import compact
+
+        return compact(self, dtype, device)
+
     # --- sizes ------------------------------------------------------------------------------
     def counts(self) -> dict:
         total = models.count_parameters(self.arch)  # without building the (possibly huge) source

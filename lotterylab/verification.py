@@ -47,7 +47,7 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     border-heavy inputs: constant images and single-pixel impulses, corners included."""
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
-    net = ticket.network(device) if isinstance(ticket, Ticket) else ticket
+    net = _network(ticket, device)
     f = _as_float64(target, device)
     g = _as_float64(net, device)
     shape = None
@@ -146,9 +146,25 @@ class _SparseLinear(nn.Module):
         return (self.W @ x.reshape(x.shape[0], -1).T).T + self.b
 
 
+def _network(ticket, device) -> nn.Module:
+    """What to evaluate: a module as given; a fully connected ticket's compact network (built from
+    its kept entries alone: the huge source never exists); otherwise the masked source."""
+    if not isinstance(ticket, Ticket):
+        return ticket
+    if ticket.arch.get("name") == "source_mlp":
+        return ticket.compact(device=device)
+    return ticket.network(device)
+
+
 def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
-    """float64 copy for exact comparisons; Linear layers with density < ``sparse_below`` become CSR."""
+    """float64 copy for exact comparisons; Linear layers with density < ``sparse_below`` become CSR.
+    A compact ticket network (float64 already, immutable buffers) is used as it is."""
     import copy
+
+    from .compact import CompactMLP
+
+    if isinstance(m, CompactMLP):
+        return m.to(device=device, dtype=torch.float64).eval()
 
     sparse = {}
     for name, mod in m.named_modules():
@@ -169,11 +185,12 @@ def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
 
 
 @torch.no_grad()
-def compare(target: nn.Module, network: nn.Module, split, batch: int = 2000, device=None) -> dict:
-    """Target and ticket network on labelled data (e.g. the test set), in float64: accuracies,
-    top-1 agreement and the largest output difference."""
+def compare(target: nn.Module, network, split, batch: int = 2000, device=None) -> dict:
+    """Target and ticket network (a module, or a Ticket: its compact network where it has one) on
+    labelled data (e.g. the test set), in float64: accuracies, top-1 agreement and the largest
+    output difference."""
     device = torch.device(device) if device is not None else torch.device("cpu")
-    f, g = _as_float64(target, device), _as_float64(network, device)
+    f, g = _as_float64(target, device), _as_float64(_network(network, device), device)
     n = len(split)
     acc_t = acc_k = agree = 0
     err = 0.0

@@ -98,7 +98,7 @@ def cmd_construct(ns) -> int:
         rep["verify"] = verify(target, ticket, domain=domain, samples=cc.verify_samples, attack_steps=cc.attack_steps)
     if splits is not None and cc.test and on_data:
         stage(ns, f"test set: {len(splits.test):,} images")
-        rep["test"] = compare(target, ticket.network(), splits.test)
+        rep["test"] = compare(target, ticket, splits.test)  # its compact network where it has one
     rep["file"] = ticket.file_report(run.path / "ticket.safetensors")
     plots.construction(rep, run.path / "construction.png", rep.get("verify"), rep.get("test"))
     p = rep["parameters"]
