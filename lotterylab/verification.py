@@ -163,8 +163,12 @@ def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
 
     from .compact import CompactMLP
 
-    if isinstance(m, CompactMLP):
-        return m.to(device=device, dtype=torch.float64).eval()
+    if isinstance(m, CompactMLP):  # its CSR buffers cannot be copied: used as it is, never converted in place
+        b = m.layers[0].bias
+        if b.dtype != torch.float64 or b.device != torch.device(device):
+            raise ValueError(f"a compact network in {b.dtype} on {b.device} cannot be compared exactly on {device}: "
+                             f"pass the Ticket itself, or ticket.compact(device=...) in float64 (the default)")
+        return m.eval()
 
     sparse = {}
     for name, mod in m.named_modules():

@@ -58,6 +58,14 @@ def test_compact_on_real_data(tiny_data):
     assert cmp["max_output_error"] == pytest.approx(want, rel=1e-9)
 
 
+def test_a_float32_compact_network_is_refused_not_converted_in_place():
+    ticket = ll.construct(trained_mlp("relu", steps=5), mode="2L", eps_param=0.05)
+    small = ticket.compact(dtype=torch.float32)
+    with pytest.raises(ValueError, match="pass the Ticket itself"):
+        ll.verify(trained_mlp("relu", steps=5), small, samples=10, attack_steps=0)
+    assert small.layers[0].bias.dtype == torch.float32
+
+
 def test_convolutional_tickets_say_what_to_use_instead():
     ticket = ll.construct(small_cnn("relu", steps=1), mode="2L", eps_param=0.05, domain=(0.0, 1.0),
                           input_shape=SHAPE)
