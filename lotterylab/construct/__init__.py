@@ -15,7 +15,5 @@ from .config import ConstructionConfig, ConstructionError
 from .construction import construct, run
 from .families import FAMILIES, Family, register_family
 
-MODES = tuple(FAMILIES)
-
-__all__ = ["FAMILIES", "MODES", "ConstructionConfig", "ConstructionError", "Family", "construct", "register_family",
+__all__ = ["FAMILIES", "ConstructionConfig", "ConstructionError", "Family", "construct", "register_family",
            "run"]

@@ -10,15 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from .. import activations as acts_mod
 from .sizes import a_scale
-
-
-def target_bounds(t, lo: torch.Tensor, hi: torch.Tensor) -> list[torch.Tensor]:
-    """|h| bounds over the box of every layer's input (per unit / channel), by interval arithmetic."""
-    return t.bounds(lo, hi)
 
 
 @dataclass

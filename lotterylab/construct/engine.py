@@ -17,7 +17,6 @@ import torch
 from .. import subsetsum
 from ..target import TargetMLP
 from . import growth
-from .certificate import target_bounds
 from .config import ConstructionError, RoundSettings
 from .first_layer import LinearRegime
 from .ledger import Ledger
@@ -42,7 +41,7 @@ class Engine:
         self.scale_biases = list(scale_biases if scale_biases is not None else t.biases)
         self.lo, self.hi = lo, hi
         self.src = RandomSource(seed, device, prefix="layers" if t.geometry else "linears")
-        self.H = target_bounds(t, lo, hi)
+        self.H = t.bounds(lo, hi)  # |h| of every layer's input over the box
         self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0,
                       "zero_weights": 0}
         self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
