@@ -1,4 +1,5 @@
-"""Compiled (numba) version of :func:`lotterylab.rng.bits_at` for CPU tensors.
+"""Compiled (numba) versions of :func:`lotterylab.rng.bits_at` and :func:`lotterylab.rng.uniform_grid`
+for CPU tensors.
 
 Same arithmetic as the torch code (32-bit words in int64, multiplications split into 16-bit
 halves so nothing overflows), so the bits are identical; a test compares the two on random
@@ -41,6 +42,25 @@ def bits_at(k0, k1, idx, out):
         h = _fmix32(lo ^ k1)
         h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
         out[i] = _fmix32(h ^ k1)
+
+
+@njit(cache=True, parallel=True)
+def uniform_grid(k0, k1, row0, col0, stride, scale, low, out):
+    """out[r, c] = the uniform value of index (row0 + r) * stride + col0 + c: the word's top 24 bits
+    as float32 times 2**-24, times ``scale``, plus ``low``, each step rounded to float32 as torch does."""
+    rows, cols = out.shape
+    unit = np.float32(2.0**-24)
+    for r in prange(rows):
+        base = (row0 + r) * stride + col0
+        for c in range(cols):
+            v = base + c
+            lo = v & _M32
+            hi = v >> 32
+            h = _fmix32(lo ^ k1)
+            h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
+            h = _fmix32(h ^ k1)
+            u = np.float32(h >> 8) * unit
+            out[r, c] = u * scale + low
 
 
 def bits_at_numpy(k0: int, k1: int, idx: np.ndarray) -> np.ndarray:

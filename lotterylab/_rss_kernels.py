@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 INF = np.inf
+DIRECT3_MAX = 24  # C(24, 3) = 2024 direct checks: cheaper than size-capped merges below this
 
 
 @njit(cache=True, inline="always")
@@ -227,6 +228,7 @@ def by_size(X, T, eps, k, out_mask, out_flag, nb):
         b0, b1 = np.empty(size_b), np.empty(size_b)
         bm0, bm1 = np.empty(size_b, np.int64), np.empty(size_b, np.int64)
         bo0, bo1 = np.empty(b + 2, np.int64), np.empty(b + 2, np.int64)
+        xc, idx = np.empty(n), np.empty(n, np.int64)
         for inst in range(blk * B // nb, (blk + 1) * B // nb):
             x = X[inst]
             t = T[inst]
@@ -237,61 +239,99 @@ def by_size(X, T, eps, k, out_mask, out_flag, nb):
                 out_mask[inst] = msk
                 out_flag[inst] = False
                 continue
-            # sizes 0..2 directly: n + n(n-1)/2 predictable checks, cheaper than any merge
-            overall = abs(t)
-            overall_mask = np.int64(0)
-            found = overall <= eps
-            c = 1
+            # zero candidates (table padding, pruned weights) never shorten a subset or change its
+            # sum: drop them, halving the work on padded tables (the answer is the same)
+            m = 0
+            for i in range(n):
+                if x[i] != 0.0:
+                    xc[m] = x[i]
+                    idx[m] = i
+                    m += 1
+            msk = _min_cardinality(xc, m, t, eps, a0, am0, ao0, a1, am1, ao1, b0, bm0, bo0, b1, bm1, bo1)
+            found = msk >= 0
             if not found:
-                e1 = INF
-                m1 = np.int64(0)
-                for i in range(n):
-                    e = abs(t - x[i])
-                    if e < e1:
-                        e1 = e
-                        m1 = np.int64(1) << i
-                if e1 < overall:
-                    overall, overall_mask = e1, m1
-                found = e1 <= eps
-                c = 2
-            if not found and n >= 2:
-                e2 = INF
-                m2 = np.int64(0)
-                for i in range(n - 1):
-                    r_i = t - x[i]
-                    for j in range(i + 1, n):
-                        e = abs(r_i - x[j])
-                        if e < e2:
-                            e2 = e
-                            m2 = (np.int64(1) << i) | (np.int64(1) << j)
-                if e2 < overall:
-                    overall, overall_mask = e2, m2
-                found = e2 <= eps
-                c = 3
-            if found:
-                out_mask[inst] = overall_mask
-                out_flag[inst] = False
-                continue
-            for stage in range(2):
-                cap = 4 if stage == 0 else n
-                cap_a, cap_b = min(cap, a), min(cap, b)
-                c_end = min(cap, n)
-                SA, MA, OA, ra = _sorted_sums_by_size(x, 0, a, cap_a, a0, am0, ao0, a1, am1, ao1)
-                SB, MB, OB, rb = _sorted_sums_by_size(x, a, n, cap_b, b0, bm0, bo0, b1, bm1, bo1)
-                while c <= c_end:
-                    e, msk = _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t)
-                    if e < overall:
-                        overall = e
-                        overall_mask = msk
-                    if e <= eps:
-                        found = True
-                        overall_mask = msk
-                        break
-                    c += 1
-                if found or c > n:
-                    break
-            out_mask[inst] = overall_mask
+                msk = -msk - 1
+            full = np.int64(0)
+            for i in range(m):
+                if (msk >> i) & 1:
+                    full |= np.int64(1) << idx[i]
+            out_mask[inst] = full
             out_flag[inst] = not found
+
+
+@njit(cache=True)
+def _min_cardinality(x, n, t, eps, a0, am0, ao0, a1, am1, ao1, b0, bm0, bo0, b1, bm1, bo1):
+    """Bits of the smallest subset of x[:n] within eps (ties: smaller error), or -1 - bits of the
+    best-error subset when none is within eps."""
+    a = n // 2
+    b = n - a
+    # sizes 0..2 directly: n + n(n-1)/2 predictable checks, cheaper than any merge
+    overall = abs(t)
+    overall_mask = np.int64(0)
+    found = overall <= eps
+    c = 1
+    if not found:
+        e1 = INF
+        m1 = np.int64(0)
+        for i in range(n):
+            e = abs(t - x[i])
+            if e < e1:
+                e1 = e
+                m1 = np.int64(1) << i
+        if e1 < overall:
+            overall, overall_mask = e1, m1
+        found = e1 <= eps
+        c = 2
+    if not found and n >= 2:
+        e2 = INF
+        m2 = np.int64(0)
+        for i in range(n - 1):
+            r_i = t - x[i]
+            for j in range(i + 1, n):
+                e = abs(r_i - x[j])
+                if e < e2:
+                    e2 = e
+                    m2 = (np.int64(1) << i) | (np.int64(1) << j)
+        if e2 < overall:
+            overall, overall_mask = e2, m2
+        found = e2 <= eps
+        c = 3
+    if not found and 3 <= n <= DIRECT3_MAX:
+        # size 3 directly too while C(n, 3) stays small: a third of what the size-capped merges cost
+        e3 = INF
+        m3 = np.int64(0)
+        for i in range(n - 2):
+            r_i = t - x[i]
+            for j in range(i + 1, n - 1):
+                r_ij = r_i - x[j]
+                for k in range(j + 1, n):
+                    e = abs(r_ij - x[k])
+                    if e < e3:
+                        e3 = e
+                        m3 = (np.int64(1) << i) | (np.int64(1) << j) | (np.int64(1) << k)
+        if e3 < overall:
+            overall, overall_mask = e3, m3
+        found = e3 <= eps
+        c = 4
+    if found:
+        return overall_mask
+    for stage in range(2):
+        cap = 4 if stage == 0 else n
+        cap_a, cap_b = min(cap, a), min(cap, b)
+        c_end = min(cap, n)
+        SA, MA, OA, ra = _sorted_sums_by_size(x, 0, a, cap_a, a0, am0, ao0, a1, am1, ao1)
+        SB, MB, OB, rb = _sorted_sums_by_size(x, a, n, cap_b, b0, bm0, bo0, b1, bm1, bo1)
+        while c <= c_end:
+            e, msk = _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t)
+            if e < overall:
+                overall = e
+                overall_mask = msk
+            if e <= eps:
+                return msk
+            c += 1
+        if c > n:
+            break
+    return -1 - overall_mask
 
 
 @njit(parallel=True, cache=True)

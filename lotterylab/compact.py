@@ -8,8 +8,11 @@ output is ``phi(bias)``) into the next layer's biases, and returns a plain modul
 the masked source's function (float64 by default; equal to ``ticket.network()`` up to summation
 order). Layers sparser than :data:`CSR_BELOW` are CSR matrices, denser ones dense (measured).
 
-Fully connected tickets (``source_mlp``: the constructions' MLP sources) so far; convolutional
-and residual tickets are refused with the way out (``ticket.network()``).
+Fully connected tickets (``source_mlp``) and convolutional and residual ones (``source_net``).
+In a convolutional ticket whole *channels* are removed: those no kept path uses. A channel without
+kept inputs is not folded there (with zero padding its constant output is not constant at the
+border); it stays, a channel of its bias alone. Its layers are ordinary dense ``nn.Conv2d`` and
+``nn.Linear`` modules over the kept channels.
 """
 
 from __future__ import annotations
@@ -95,9 +98,15 @@ def _values(ticket, name: str, rows: torch.Tensor, cols: torch.Tensor | None, sh
 
 def compact(ticket, dtype=torch.float64, device=None) -> nn.Module:
     """The ticket's network with only what it keeps (see the module docs)."""
-    if ticket.arch.get("name") != "source_mlp":
-        raise NotImplementedError(f"compact() builds fully connected tickets (source_mlp) so far, not "
-                                  f"{ticket.arch.get('name')!r}; use ticket.network()")
+    name = ticket.arch.get("name")
+    if name == "source_net":
+        from .compact_net import compact_net
+
+        net = compact_net(ticket, dtype)
+        return net.to(device) if device is not None else net
+    if name != "source_mlp":
+        raise NotImplementedError(f"compact() builds the constructions' tickets (source_mlp, source_net), not "
+                                  f"{name!r}; use ticket.network()")
     widths, acts = ticket.arch["kwargs"]["widths"], ticket.arch["kwargs"]["acts"]
     L = len(widths) - 1
     M = [ticket.masks[f"linears.{k}.weight"].bool() for k in range(L)]

@@ -76,7 +76,7 @@ class Mask(dict):
 
     # --- counts -----------------------------------------------------------------------------
     def num_kept(self) -> int:
-        return int(sum(int(m.sum()) for m in self.values()))
+        return int(sum(int(m.count_nonzero()) for m in self.values()))
 
     def num_total(self) -> int:
         return int(sum(m.numel() for m in self.values()))

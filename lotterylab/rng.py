@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 
+import numpy as np
 import torch
 
 _MASK32 = 0xFFFFFFFF
@@ -141,6 +142,15 @@ def uniform_grid(seed: int, stream: int, shape, low: float = -1.0, high: float =
     if cols + col_offset > GRID_STRIDE:
         raise ValueError(f"grid addressing supports at most {GRID_STRIDE} columns, got {cols + col_offset}")
     out = torch.empty(rows, cols, dtype=torch.float32, device=device)
+    if out.device.type == "cpu" and rows * cols > 4096:  # one compiled pass, the same floats (tested)
+        from ._rng_kernels import uniform_grid as kernel
+        from .threads import numba_threads
+
+        k0, k1 = _keys(seed, stream)
+        with numba_threads():
+            kernel(np.int64(k0), np.int64(k1), np.int64(row_offset), np.int64(col_offset), np.int64(GRID_STRIDE),
+                   np.float32(high - low), np.float32(low), out.numpy())
+        return out.reshape(tuple(shape))
     step = max(1, _CHUNK // max(cols, 1))
     col_idx = torch.arange(col_offset, col_offset + cols, dtype=torch.int64, device=device)
     for r0 in range(0, rows, step):

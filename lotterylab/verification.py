@@ -147,11 +147,11 @@ class _SparseLinear(nn.Module):
 
 
 def _network(ticket, device) -> nn.Module:
-    """What to evaluate: a module as given; a fully connected ticket's compact network (built from
-    its kept entries alone: the huge source never exists); otherwise the masked source."""
+    """What to evaluate: a module as given; a constructed ticket's compact network (built from its
+    kept entries alone: the huge source never exists); otherwise the masked source."""
     if not isinstance(ticket, Ticket):
         return ticket
-    if ticket.arch.get("name") == "source_mlp":
+    if ticket.arch.get("name") in ("source_mlp", "source_net"):
         return ticket.compact(device=device)
     return ticket.network(device)
 

@@ -6,7 +6,7 @@ import torch
 import lotterylab as ll
 from lotterylab import models
 
-from targets import SHAPE, small_cnn, trained_mlp
+from targets import SHAPE, small_cnn, small_resnet, trained_mlp
 
 CASES = {"L+1 guarantee": dict(mode="L+1", eps=0.02, seed=1),
          "2L paper": dict(mode="2L", eps_param=0.01, seed=0),
@@ -66,8 +66,72 @@ def test_a_float32_compact_network_is_refused_not_converted_in_place():
     assert small.layers[0].bias.dtype == torch.float32
 
 
-def test_convolutional_tickets_say_what_to_use_instead():
-    ticket = ll.construct(small_cnn("relu", steps=1), mode="2L", eps_param=0.05, domain=(0.0, 1.0),
-                          input_shape=SHAPE)
-    with pytest.raises(NotImplementedError, match="ticket.network"):
-        ticket.compact()
+CONV_CASES = {"cnn 2L": ("cnn", dict(mode="2L", eps_param=0.05)),
+              "cnn L+1": ("cnn", dict(mode="L+1", eps_param=0.05)),
+              "resnet 2L": ("resnet", dict(mode="2L", eps_param=0.05)),
+              "resnet L+1": ("resnet", dict(mode="L+1", eps_param=0.05))}
+
+
+def _conv_ticket(case):
+    kind, kw = CONV_CASES[case]
+    target = small_cnn("relu", steps=5) if kind == "cnn" else small_resnet("relu", steps=3)
+    return target, ll.construct(target, domain=(0.0, 1.0), input_shape=SHAPE, seed=0, **kw)
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_compact_conv_and_residual_tickets_equal_the_masked_source(case):
+    target, ticket = _conv_ticket(case)
+    net, small = ticket.network().double(), ticket.compact()
+    x = torch.cat([torch.rand(64, *SHAPE, dtype=torch.float64), torch.zeros(1, *SHAPE, dtype=torch.float64),
+                   torch.ones(1, *SHAPE, dtype=torch.float64)])
+    with torch.no_grad():
+        ref, got = net(x), small(x)
+    assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
+    assert all(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in small.layers)  # plain modules
+    assert small.num_parameters() <= ticket.masks.num_kept()
+    kept = sum(m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features for m in small.layers)
+    assert kept < sum(ticket.report["widths"]["source"][1:])  # unused channels are gone
+    # a plain state dict: saved and loaded into a fresh compact network, the same outputs
+    again = ticket.compact()
+    again.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again(x), got)
+
+
+@pytest.mark.parametrize("case", ["cnn L+1", "resnet L+1"])
+def test_removed_channels_are_used_by_no_kept_path(case):
+    """Noise added to every removed channel of the masked source leaves its outputs unchanged."""
+    from lotterylab.compact_net import needed_channels
+
+    _, ticket = _conv_ticket(case)
+    net = ticket.network().double()
+    plan = ticket.arch["kwargs"]["plan"]
+    need = needed_channels(ticket)
+    weight_ops = [i for i, op in enumerate(plan) if op["op"] in ("conv", "linear")]
+    g = torch.Generator().manual_seed(0)
+    removed = 0
+    for k, i in enumerate(weight_ops):
+        drop = ~need[i]
+        removed += int(drop.sum())
+
+        def noise(mod, inp, out, drop=drop):
+            out = out.clone()
+            out[:, drop] += torch.randn(out[:, drop].shape, generator=g, dtype=out.dtype) * 10
+            return out
+
+        net.layers[k].register_forward_hook(noise)
+    assert removed > 0
+    x = torch.rand(32, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(net(x), ticket.compact()(x), rtol=1e-9, atol=1e-12)
+
+
+def test_compact_conv_ticket_is_what_verify_and_compare_evaluate():
+    target, ticket = _conv_ticket("resnet 2L")
+    x = torch.rand(40, *SHAPE)
+    split = ll.data.Split(x, torch.randint(0, 5, (40,)))
+    got = ll.verification.compare(target, ticket, split)
+    with torch.no_grad():
+        ref = ticket.network().double()(x.double())
+        want = float((ref - target.double()(x.double())).abs().max())
+    assert got["max_output_error"] == pytest.approx(want, rel=1e-9)

@@ -84,3 +84,14 @@ def test_compiled_cpu_path_gives_the_reference_bits():
     idx[:6] = torch.tensor([0, 1, 2**32 - 1, 2**32, 2**62 - 1, 7 * 2**24 + 3])
     k0, k1 = rng._keys(11, rng.stream_id("layers.3.weight"))
     assert torch.equal(rng.bits_at(11, rng.stream_id("layers.3.weight"), idx), rng._bits_at_torch(k0, k1, idx))
+
+
+def test_compiled_uniform_grid_gives_the_reference_floats():
+    from lotterylab import rng
+
+    for seed, stream, shape, lo, hi, r0, c0 in [(0, 5, (300, 500), -0.3, 0.3, 0, 0),
+                                               (2**40 + 3, 2**31 + 5, (7, 9000), -0.01, 0.05, 12345, 2**23)]:
+        got = rng.uniform_grid(seed, stream, shape, lo, hi, row_offset=r0, col_offset=c0)
+        idx = torch.arange(r0, r0 + shape[0]).view(-1, 1) * rng.GRID_STRIDE + torch.arange(c0, c0 + shape[1])
+        bits = rng._bits_at_torch(*rng._keys(seed, stream), idx)
+        assert torch.equal(got, (bits >> 8).to(torch.float32) * (2.0**-24) * (hi - lo) + lo)

@@ -236,3 +236,31 @@ def test_cuda_matches_cpu():
         assert b.mask.device.type == "cuda"
         assert torch.equal(a.ok, b.ok.cpu())
         assert torch.allclose(a.error, b.error.cpu(), atol=1e-7)
+
+
+def test_zero_candidates_change_nothing_and_are_never_chosen():
+    # constructions pad candidate tables with zeros: the minimum-cardinality solver drops them, so an
+    # instance with zeros must give the same size, error and (mapped) subset as the one without
+    g = torch.Generator().manual_seed(3)
+    B, n, zeros = 400, 30, 10
+    dense = torch.rand(B, n - zeros, generator=g, dtype=torch.float64) * 2 - 1
+    targets = (torch.rand(B, generator=g, dtype=torch.float64) * 2 - 1) * torch.linspace(0.1, 4, B, dtype=torch.float64)
+    where = torch.stack([torch.randperm(n, generator=g)[: n - zeros].sort().values for _ in range(B)])
+    padded = torch.zeros(B, n, dtype=torch.float64).scatter_(1, where, dense)
+    a = ss.solve(dense, targets, 0.001, "min_cardinality")
+    b = ss.solve(padded, targets, 0.001, "min_cardinality")
+    assert torch.equal(a.size, b.size) and torch.equal(a.error, b.error) and torch.equal(a.ok, b.ok)
+    assert not (b.mask & (padded == 0)).any()
+    assert torch.equal(torch.zeros(B, n, dtype=torch.bool).scatter_(1, where, a.mask), b.mask)
+    assert (a.size >= 4).any() and (~a.ok).any()  # the staged search and the fallback were reached
+
+
+def test_min_cardinality_with_zeros_matches_brute_force():
+    g = torch.Generator().manual_seed(5)
+    v = torch.rand(40, 16, generator=g, dtype=torch.float64) * 2 - 1
+    v[torch.rand(40, 16, generator=g) < 0.3] = 0.0
+    t = (torch.rand(40, generator=g, dtype=torch.float64) * 2 - 1) * 3
+    got = ss.solve(v, t, 0.01, "min_cardinality")
+    ref = ss.solve(v, t, 0.01, "min_cardinality", backend="brute_force")
+    assert torch.equal(got.size, ref.size) and torch.equal(got.ok, ref.ok)
+    assert torch.allclose(got.error, ref.error, atol=1e-12)

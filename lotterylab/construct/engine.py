@@ -11,6 +11,7 @@ sample (bias correction, compensation) plug in as hooks.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import torch
 
@@ -21,7 +22,7 @@ from .config import ConstructionError, RoundSettings
 from .first_layer import LinearRegime
 from .ledger import Ledger
 from .source import RandomSource, SourceLayer
-from .tables import candidate_tables, unit_columns
+from .tables import candidate_tables, candidate_values, unit_columns
 
 
 class Engine:
@@ -46,6 +47,7 @@ class Engine:
                       "zero_weights": 0}
         self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
         self._tab_cache: dict[tuple[int, bool], tuple[int, tuple]] = {}
+        self.version = Counter()  # source layer -> how often its solutions changed (refinement caches check it)
 
     def new_ledger(self, C: SourceLayer, n_in: int, tl: int, product: bool) -> Ledger:
         self.ledgers[C.index] = Ledger.empty(n_in, C.T, tl, product)
@@ -62,7 +64,7 @@ class Engine:
         res = subsetsum.solve(values.double().cpu(), targets.double().cpu(), eps, objective)
         self.stats["solve_time_s"] += time.perf_counter() - t0
         self.stats["instances"] += len(targets)
-        self.stats["_size_sum"] += int(res.size.sum())
+        self.stats["_size_sum"] += int(res.mask.count_nonzero())
         return res
 
     def tables(self, P: SourceLayer, product: bool):
@@ -89,36 +91,36 @@ class Engine:
         eps = self.first.pair_eps(ep) if product else ep
         neuron = inf.neuron[rows]
         ok_all = torch.ones(len(rows), dtype=torch.bool)
+        self.version[C.index] += 1
         chunk = max(1, 1_500_000 // (S * n_max * T))
-        taps = torch.arange(T)
         for c0 in range(0, len(rows), chunk):
             r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
-            cc = col[u]  # [k, S, n_max]
-            vv = valid[u].unsqueeze(3)
-            w = C.W[r.view(-1, 1, 1), cc].double().cpu()  # [k, S, n_max, T]
-            w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
-            v = w * coef[u].unsqueeze(3)
+            # one instance per (pair, tap, side): the same candidates at every tap of the kernel
+            v = candidate_values(C, r, u, col, valid, coef)  # [k, T, S, n_max]
             tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1)  # [k, S, T]
             tgt = tgt + inf.shift[r, u, :S]  # (compensation; zero otherwise)
-            # one instance per (pair, tap, side): the same candidates at every tap of the kernel
-            res = self.run(v.permute(0, 3, 1, 2).reshape(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps,
-                           copies=not product)
-            sel = res.mask.reshape(len(r), T, S, n_max).permute(0, 2, 3, 1) & vv  # [k, S, n_max, T]
+            res = self.run(v.view(-1, n_max), tgt.permute(0, 2, 1).reshape(-1), eps, copies=not product)
             ok = res.ok.reshape(len(r), T * S).all(1)
             ok_all[c0:c0 + chunk] = ok
             # replace this pair's previous selection (over ALL of the unit's candidates) by the new one
             if clear:
                 all_r, all_c = unit_columns(P, product, r, u)
                 C.mW[all_r.to(C.mW.device), all_c.to(C.mW.device)] = False
-            rr = r.view(-1, 1, 1, 1).expand_as(sel)
-            ci = cc.unsqueeze(3).expand_as(sel)
-            ti = taps.view(1, 1, 1, -1).expand_as(sel)
-            C.mW[rr[sel].to(C.mW.device), ci[sel].to(C.mW.device), ti[sel].to(C.mW.device)] = True
-            sums = (v * sel).sum(2)  # [k, S, T]
+            inst, jj = res.mask.nonzero(as_tuple=True)  # instance = (pair, tap, side), flat
+            kk, tt, ss = inst // (T * S), (inst // S) % T, inst % S
+            keep = valid[u[kk], ss, jj]  # padding never counts, even when a zero was chosen
+            kk, tt, ss, jj = kk[keep], tt[keep], ss[keep], jj[keep]
+            cols = col[u[kk], ss, jj]
+            dev = C.mW.device
+            C.mW[r[kk].to(dev), cols.to(dev), tt.to(dev)] = True
+            # the solver's own sums (padding candidates are zero); l1 over the selected entries only
+            sums = res.sum.reshape(len(r), T, S).permute(0, 2, 1)  # [k, S, T]
             inf.p[r, u] = sums[:, 0]
             if S == 2:
                 inf.q[r, u] = sums[:, 1]
-            inf.l1v[r, u] = (w.abs() * sel).sum((1, 2))
+            w = C.W[r[kk].to(dev), cols.to(dev), tt.to(dev)].double().cpu().abs()
+            l1 = torch.zeros(len(r) * T, dtype=torch.float64).index_add_(0, kk * T + tt, w)
+            inf.l1v[r, u] = l1.view(len(r), T)
             inf.ok[r, u] = ok
         return ok_all
 

@@ -102,7 +102,11 @@ class SignTrick(LinearRegime):
 
     def realised(self, h, p, q, lin):
         a = self.psi.slope
-        return lin(h.clamp(min=0), p - a * q) + lin(h.clamp(max=0), a * p - q)
+        out = lin(h.clamp(min=0), p - a * q)
+        neg = h.clamp(max=0)
+        # inputs that are outputs of a ReLU have no negative side: its product is exactly zero (skip
+        # it: half the float64 convolutions of a ReLU CNN's refinement)
+        return out + lin(neg, a * p - q) if bool(neg.any()) else out
 
     def input_parts(self, h):
         return [h.clamp(min=0), h.clamp(max=0)]

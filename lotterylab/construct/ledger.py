@@ -41,10 +41,20 @@ class Ledger:
         return self.p.shape[1]
 
     def fit(self, rows: int) -> None:
-        """Room for ``rows`` rows: new rows realise no neuron (-1) and hold zeros."""
+        """Room for ``rows`` rows: new rows realise no neuron (-1) and hold zeros.
+
+        Each field is a view of a buffer with 25 % spare rows, so growth rounds that add a few rows
+        at a time do not copy the whole record each time (they did: ~1 s of the demo's construction).
+        """
+        bufs = self.__dict__.setdefault("_bufs", {})
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, torch.Tensor) and v.shape[0] < rows:
-                fill = -1 if f.name == "neuron" else 0
-                pad = torch.full((rows - v.shape[0], *v.shape[1:]), fill, dtype=v.dtype)
-                setattr(self, f.name, torch.cat([v, pad]))
+            if not isinstance(v, torch.Tensor) or v.shape[0] >= rows:
+                continue
+            fill = -1 if f.name == "neuron" else 0
+            buf = bufs.get(f.name)
+            if buf is None or buf.shape[0] < rows:
+                buf = torch.full((rows + rows // 4, *v.shape[1:]), fill, dtype=v.dtype)
+                buf[:v.shape[0]] = v
+                bufs[f.name] = buf
+            setattr(self, f.name, buf[:rows])

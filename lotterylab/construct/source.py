@@ -75,8 +75,9 @@ class SourceLayer:
             return
         r_new = r_cap if rows <= r_cap else rows + rows // 4
         c_new = c_cap if cols <= c_cap else cols + cols // 4
-        W = torch.zeros(r_new, c_new, self.T, dtype=self.Wbuf.dtype, device=self.Wbuf.device)
-        M = torch.zeros(r_new, c_new, self.T, dtype=torch.bool, device=self.Wbuf.device)
+        # uninitialised: add_rows writes every entry (weight and mask) before it becomes visible
+        W = torch.empty(r_new, c_new, self.T, dtype=self.Wbuf.dtype, device=self.Wbuf.device)
+        M = torch.empty(r_new, c_new, self.T, dtype=torch.bool, device=self.Wbuf.device)
         W[:self.R, :self.C] = self.W
         M[:self.R, :self.C] = self.mW
         self.Wbuf, self.mWbuf = W, M

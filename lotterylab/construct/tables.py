@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 
 from .. import subsetsum
+from ..threads import numba_threads
+
+try:
+    from .. import _table_kernels as _tk
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a hard dependency
+    HAVE_NUMBA = False
 from .first_layer import LinearRegime
 from .source import SourceLayer
 
@@ -57,3 +65,19 @@ def unit_columns(P: SourceLayer, product: bool, rows: torch.Tensor, units: torch
         rr.append(sel_rows.repeat_interleave(len(cols)))
         cc.append(cols.repeat(len(sel_rows)))
     return torch.cat(rr), torch.cat(cc)
+
+
+def candidate_values(C: SourceLayer, rows: torch.Tensor, units: torch.Tensor, col, valid, coef) -> torch.Tensor:
+    """float64 candidate values ``[k, T, S, n]`` of pairs (rows[k], units[k]) of layer C: its weight
+    from each candidate row times the candidate's coefficient, 0 for padding."""
+    k, (S, n), T = len(rows), col.shape[1:], C.T
+    if C.Wbuf.device.type == "cpu" and HAVE_NUMBA and C.Wbuf.dtype == torch.float32:
+        out = torch.empty(k, T, S, n, dtype=torch.float64)
+        with numba_threads():
+            _tk.candidate_values(C.Wbuf.numpy(), rows.numpy(), units.numpy(), col.numpy(), valid.numpy(),
+                                 coef.numpy(), out.numpy())
+        return out
+    cc, vv = col[units], valid[units].unsqueeze(3)  # any device: the same values by tensor passes
+    w = C.W[rows.view(-1, 1, 1).to(C.W.device), cc.to(C.W.device)].double().cpu()  # [k, S, n, T]
+    w = torch.where(vv, w, torch.zeros((), dtype=torch.float64))
+    return (w * coef[units].unsqueeze(3)).permute(0, 3, 1, 2).contiguous()

@@ -109,3 +109,20 @@ def test_bias_correction_through_convolutions_and_skips(mode):
         assert torch.equal(p, src.state_dict()[name] * fixed.masks[name])
     assert ll.verify(target, fixed, domain=(0.0, 1.0), samples=500, attack_steps=5)["sup_error"] <= \
         fixed.report["certificate"]
+
+
+@pytest.mark.parametrize("shape,geo", [
+    ((50, 6, 13, 11), {"kernel": [3, 3], "stride": [1, 1], "padding": [1, 1]}),
+    ((50, 4, 14, 14), {"kernel": [3, 3], "stride": [2, 2], "padding": [1, 1]}),
+    ((30, 5, 9, 10), {"kernel": [1, 1], "stride": [2, 2], "padding": [0, 0]}),
+    ((30, 5, 9, 10), {"kernel": [5, 3], "stride": [1, 2], "padding": [2, 0]}),
+])
+def test_sampled_patches_are_the_unfolded_rows_the_seed_picks(shape, geo):
+    from lotterylab.construct.refine import patches
+
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    Z = F.unfold(x, geo["kernel"], padding=geo["padding"], stride=geo["stride"])
+    Z = Z.transpose(1, 2).reshape(-1, Z.shape[1])
+    pick = torch.randperm(Z.shape[0], generator=torch.Generator().manual_seed(3))[:700]
+    assert torch.equal(patches(x, geo, 700, 3), Z[pick])
+    assert torch.equal(patches(x, geo, 10**9, 3), Z)
