@@ -7,6 +7,9 @@ neuron that no kept path uses, folds every neuron without a kept input (a consta
 output is ``phi(bias)``) into the next layer's biases, and returns a plain module that computes
 the masked source's function (float64 by default; equal to ``ticket.network()`` up to summation
 order). Layers sparser than :data:`CSR_BELOW` are CSR matrices, denser ones dense (measured).
+A univariate ReLU first layer (each neuron reads one input, no bias) is folded into the second
+layer: ``phi(a x) = |a| phi(sign(a) x)``, so it becomes ``phi(+x_j)``, ``phi(-x_j)`` and ``|a|``
+moves into the next weights (exact in arithmetic; the outputs differ by rounding only).
 
 Fully connected tickets (``source_mlp``) and convolutional and residual ones (``source_net``).
 In a convolutional ticket whole *channels* are removed: those no kept path uses. A channel without
@@ -96,13 +99,14 @@ def _values(ticket, name: str, rows: torch.Tensor, cols: torch.Tensor | None, sh
     return full[rows] if cols is None else full[rows, cols]
 
 
-def compact(ticket, dtype=torch.float64, device=None) -> nn.Module:
-    """The ticket's network with only what it keeps (see the module docs)."""
+def compact(ticket, dtype=torch.float64, device=None, fold: bool = True) -> nn.Module:
+    """The ticket's network with only what it keeps (see the module docs); ``fold``: fold univariate
+    ReLU layers into the layer that reads them (exact up to rounding)."""
     name = ticket.arch.get("name")
     if name == "source_net":
         from .compact_net import compact_net
 
-        net = compact_net(ticket, dtype)
+        net = compact_net(ticket, dtype, fold)
         return net.to(device) if device is not None else net
     if name != "source_mlp":
         raise NotImplementedError(f"compact() builds the constructions' tickets (source_mlp, source_net), not "
@@ -119,7 +123,7 @@ def compact(ticket, dtype=torch.float64, device=None) -> nn.Module:
     live = M[0][used[0]].any(0).nonzero().flatten()  # the inputs some used neuron reads
     inputs = live.clone()
     const_idx, const_val = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-    layers = []
+    entries = []  # per layer: rows, columns, float64 values, shape, bias
     for k in range(L):
         name = f"linears.{k}"
         shape = (widths[k + 1], widths[k])
@@ -140,8 +144,37 @@ def compact(ticket, dtype=torch.float64, device=None) -> nn.Module:
             act = make_activation(acts[k]).double()
             const_idx, const_val = rows[~fan_in], act(b[~fan_in])
         r, c = sub[fan_in].nonzero(as_tuple=True)
-        vals = _values(ticket, f"{name}.weight", rows[fan_in][r], live[c], shape).to(dtype)
-        layers.append(CompactLinear(r, c, vals, (int(fan_in.sum()), len(live)), b[fan_in].to(dtype)))
+        vals = _values(ticket, f"{name}.weight", rows[fan_in][r], live[c], shape).double()
+        entries.append([r, c, vals, (int(fan_in.sum()), len(live)), b[fan_in]])
         live = rows[fan_in]
+    if fold and L > 1:
+        _fold_first(entries, acts[0])
+    layers = [CompactLinear(r, c, v.to(dtype), shape, b.to(dtype)) for r, c, v, shape, b in entries]
     net = CompactMLP(inputs, layers, list(acts)).eval()
     return net.to(device) if device is not None else net
+
+
+def _fold_first(entries: list, act: str) -> None:
+    """Fold a univariate first layer into the second (in place), where that is exact in arithmetic:
+    each row reads one input with weight ``a`` and has no bias, and the activation is positively
+    homogeneous, so ``phi(a x) = |a| phi(sign(a) x)``: the layer becomes ``phi(+x_j)``, ``phi(-x_j)``
+    (weights +-1, at most two rows per input) and ``|a|`` joins the second layer's weights, summed
+    over the copies of each side (:mod:`lotterylab.compact_net` does the same for convolutions)."""
+    from .activations import get
+
+    r0, c0, a, (n0, _), b0 = entries[0]
+    if get(act).kind != "relu_like" or bool(b0.ne(0).any()) or len(r0) != n0 or \
+            not torch.equal(torch.bincount(r0, minlength=n0), torch.ones(n0, dtype=torch.long)):
+        return
+    a_row, c_row = torch.empty(n0, dtype=torch.float64), torch.empty(n0, dtype=torch.long)
+    a_row[r0], c_row[r0] = a, c0
+    key = c_row * 2 + (a_row < 0).long()  # (input, side)
+    pairs, channel = torch.unique(key, return_inverse=True)
+    sign = 1.0 - 2.0 * (pairs % 2).double()
+    entries[0] = [torch.arange(len(pairs)), pairs // 2, sign, (len(pairs), entries[0][3][1]),
+                  torch.zeros(len(pairs), dtype=torch.float64)]
+    r1, c1, w, (n1, _), b1 = entries[1]
+    W = torch.sparse_coo_tensor(torch.stack([r1, channel[c1]]), w * a_row[c1].abs(), (n1, len(pairs)),
+                                check_invariants=True).coalesce()
+    i, v = W.indices(), W.values()
+    entries[1] = [i[0], i[1], v, (n1, len(pairs)), b1]

@@ -6,6 +6,15 @@ activations and pooling, which keep channels; a Linear layer over a flattened ma
 position of a channel), or when it is added to a needed channel (a residual sum); the network's
 outputs are all needed. Each weight layer keeps its needed output channels and reads every kept
 channel of its input.
+
+**Univariate layers are folded** where that is exact in arithmetic: a 1x1 convolution whose kept
+rows each read one input channel ``j`` with weight ``a`` (no bias), followed by a positively
+homogeneous activation (ReLU, LeakyReLU) and read by one weight layer only, computes
+``phi(a x_j) = |a| phi(sign(a) x_j)``. It becomes ``phi(+x_j)`` and ``phi(-x_j)`` (two channels per
+input channel, weights +-1) and ``|a|`` moves into the reading layer's weights, summed over the
+copies of each side. A 2L convolutional ticket's thousands of univariate channels become twice its
+input channels: the compact network costs about what the target costs. The outputs differ from the
+masked source's only by rounding (products and sums in another order).
 """
 
 from __future__ import annotations
@@ -106,13 +115,103 @@ class CompactNet(nn.Module):
         """Nonzero weights and biases it holds."""
         return sum(int(p.count_nonzero()) for p in self.parameters())
 
+    def bytes_per_example(self) -> int:
+        """The largest intermediate map of one example (batch sizes are chosen from it)."""
+        return max(c * p for c, p in _shapes(self._meta_plan(), self.input_shape)) * self.layers[0].weight.element_size()
 
-def compact_net(ticket, dtype=torch.float64) -> CompactNet:
+    def _meta_plan(self) -> list[dict]:
+        """The plan with this network's channel counts (the source's spatial arithmetic)."""
+        plan, k = [], 0
+        for op in self.plan:
+            op = dict(op)
+            if op["op"] in ("conv", "linear"):
+                m = self.layers[k]
+                op["in"], op["out"] = (m.in_channels, m.out_channels) if op["op"] == "conv" else (m.in_features,
+                                                                                                 m.out_features)
+                k += 1
+            plan.append(op)
+        return plan
+
+
+def _readers(plan: list[dict]) -> dict[int, list[int]]:
+    """Plan position -> positions that read its output (as input or as the added map)."""
+    out: dict[int, list[int]] = {}
+    for i, op in enumerate(plan):
+        out.setdefault(_source(i, op), []).append(i)
+        if "add" in op:
+            out.setdefault(op["add"], []).append(i)
+    return out
+
+
+def _foldable(ticket, plan, need) -> dict[int, int]:
+    """Univariate 1x1 layers that fold into their reader (see the module docs): position -> reader."""
+    from .activations import get
+
+    readers = _readers(plan)
+    layer = {i: k for k, i in enumerate(i for i, op in enumerate(plan) if op["op"] in ("conv", "linear"))}
+    out = {}
+    for i, k in layer.items():
+        op = plan[i]
+        if op["op"] != "conv" or list(op["kernel"]) != [1, 1] or list(op["stride"]) != [1, 1] or \
+                list(op["padding"]) != [0, 0] or "add" in op or i + 1 >= len(plan) or plan[i + 1]["op"] != "act":
+            continue
+        if get(plan[i + 1]["name"]).kind != "relu_like" or readers.get(i) != [i + 1]:
+            continue
+        reader = readers.get(i + 1, [])
+        if len(reader) != 1 or reader[0] not in layer or plan[reader[0]].get("add") == i + 1:
+            continue
+        M = ticket.masks[f"layers.{k}.weight"].bool()[need[i]].reshape(int(need[i].sum()), -1)
+        fan_in = M.sum(1)
+        bias = ticket.masks[f"layers.{k}.bias"].bool()[need[i]]
+        if bool(((fan_in > 1) | ((fan_in == 1) & bias)).any()):  # not univariate: kept as it is
+            continue
+        out[i] = reader[0]
+    return out
+
+
+def nonnegative(plan: list[dict], pos: int) -> bool:
+    """Whether plan position ``pos`` outputs no negative number (a ReLU, or pooling of one)."""
+    while pos >= 0 and plan[pos]["op"] in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d", "flatten"):
+        pos -= 1
+    return pos >= 0 and plan[pos] == {"op": "act", "name": "relu"}
+
+
+def _fold(ticket, name: str, rows: torch.Tensor, into: torch.Tensor, n_in: int, nonneg: bool):
+    """The split layer replacing univariate rows ``rows`` of ``name`` (reading channels ``into``):
+    its weights and biases, and per original row the new channel and the factor the reader takes.
+    On a nonnegative input, ReLU(a x) with a < 0 is exactly 0: those rows get channel ``-1`` (dropped)."""
+    from .compact import _values
+
+    M = ticket.masks[f"{name}.weight"].bool().reshape(-1, n_in)[rows][:, into]  # [rows, kept inputs]
+    r, c = M.nonzero(as_tuple=True)
+    a = _values(ticket, f"{name}.weight", rows[r], into[c], (ticket.masks[f"{name}.weight"].shape[0], n_in)).double()
+    sign = (a < 0).long()  # side 0: phi(+x), side 1: phi(-x)
+    dead = (sign == 1) & nonneg
+    pairs = torch.unique((c * 2 + sign)[~dead])  # the (input, side) channels some live copy uses
+    const = (~M.any(1)).nonzero().flatten()  # rows without kept inputs: phi(bias) channels
+    channel = torch.empty(len(rows), dtype=torch.long)
+    scale = torch.ones(len(rows), dtype=torch.float64)
+    channel[r] = torch.where(dead, -1, torch.searchsorted(pairs, c * 2 + sign))
+    scale[r] = a.abs()
+    channel[const] = len(pairs) + torch.arange(len(const))
+    W = torch.zeros(len(pairs) + len(const), len(into), dtype=torch.float64)
+    W[torch.arange(len(pairs)), pairs // 2] = 1.0 - 2.0 * (pairs % 2).double()
+    b = torch.zeros(len(pairs) + len(const), dtype=torch.float64)
+    kb = ticket.masks[f"{name}.bias"].bool()[rows[const]]
+    if kb.any():
+        b[len(pairs) + kb.nonzero().flatten()] = _values(ticket, f"{name}.bias", rows[const][kb], None,
+                                                         (ticket.masks[f"{name}.bias"].shape[0],)).double()
+    return W, b, channel, scale
+
+
+def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
     from .compact import _values
 
     plan, input_shape = ticket.arch["kwargs"]["plan"], ticket.arch["input_shape"]
     shapes = _shapes(plan, input_shape)
     need = needed_channels(ticket)
+    folds = _foldable(ticket, plan, need) if fold else {}
+    folded: dict[int, tuple] = {}  # reader position -> (new channel, factor) per row of the layer it reads
     kept: list[torch.Tensor] = []  # per position: the original channels its compact output holds
     all_in = torch.arange(int(input_shape[0]))
     layers, adds, k = [], {}, 0
@@ -128,19 +227,31 @@ def compact_net(ticket, dtype=torch.float64) -> CompactNet:
         full = M.reshape(M.shape[0], -1).shape  # [out, in * taps]: the grid the weights are drawn on
         span = full[1] // (int(input_shape[0]) if src < 0 else shapes[src][0])  # taps (conv) or positions (linear)
         cols = (into.view(-1, 1) * span + torch.arange(span)).flatten()
-        sub = M.reshape(full)[rows][:, cols]
-        r, c = sub.nonzero(as_tuple=True)
-        W = torch.zeros(len(rows), len(cols), dtype=torch.float64)
-        W[r, c] = _values(ticket, f"{name}.weight", rows[r], cols[c], full).double()
-        b = torch.zeros(len(rows), dtype=torch.float64)
-        kb = ticket.masks[f"{name}.bias"].bool()[rows]
-        if kb.any():
-            b[kb] = _values(ticket, f"{name}.bias", rows[kb], None, (full[0],)).double()
-        if op["op"] == "conv":
-            mod = nn.Conv2d(len(into), len(rows), tuple(op["kernel"]), tuple(op["stride"]), tuple(op["padding"]))
-            W = W.view(len(rows), len(into), *op["kernel"])
+        if i in folds:
+            W, b, channel, scale = _fold(ticket, name, rows, into, full[1], nonnegative(plan, src))
+            folded[folds[i]] = (channel, scale, len(b))
         else:
-            mod = nn.Linear(len(cols), len(rows))
+            sub = M.reshape(full)[rows][:, cols]
+            r, c = sub.nonzero(as_tuple=True)
+            W = torch.zeros(len(rows), len(cols), dtype=torch.float64)
+            W[r, c] = _values(ticket, f"{name}.weight", rows[r], cols[c], full).double()
+            b = torch.zeros(len(rows), dtype=torch.float64)
+            kb = ticket.masks[f"{name}.bias"].bool()[rows]
+            if kb.any():
+                b[kb] = _values(ticket, f"{name}.bias", rows[kb], None, (full[0],)).double()
+        n_in = len(into)
+        if i in folded:  # this layer reads a folded univariate layer: |a| joins its weights, copies summed
+            channel, scale, n_in = folded[i]
+            W3 = W.view(len(W), len(into), span) * scale.view(1, -1, 1)
+            slot = torch.where(channel < 0, n_in, channel)  # dropped rows land in a slot that is cut off
+            W = torch.zeros(len(W), n_in + 1, span, dtype=torch.float64).index_add_(1, slot, W3)
+            W = W[:, :n_in].reshape(len(W), -1)
+        if op["op"] == "conv":
+            mod = nn.Conv2d(n_in, len(b), tuple(op["kernel"]), tuple(op["stride"]), tuple(op["padding"]),
+                            dtype=torch.float64)  # (folded weights are float64 products: never via float32)
+            W = W.view(len(b), n_in, *op["kernel"])
+        else:
+            mod = nn.Linear(W.shape[1], len(b), dtype=torch.float64)
         with torch.no_grad():
             mod.weight.copy_(W)
             mod.bias.copy_(b)

@@ -79,13 +79,13 @@ class Ticket:
         """The pruned network: source values where the mask keeps, exact zeros elsewhere."""
         return self.masks.apply(self.source(device))
 
-    def compact(self, dtype=torch.float64, device=None) -> nn.Module:
-        """The pruned network built from the kept entries alone: unused neurons removed, constant
-        neurons folded into biases, sparse layers as CSR (:mod:`lotterylab.compact`; fully connected
-        tickets so far)."""
+    def compact(self, dtype=torch.float64, device=None, fold: bool = True) -> nn.Module:
+        """The pruned network built from the kept entries alone: unused neurons and channels removed,
+        constant neurons folded into biases, univariate ReLU layers folded into their readers
+        (``fold``), sparse layers as CSR (:mod:`lotterylab.compact`, :mod:`lotterylab.compact_net`)."""
         from .compact import compact
 
-        return compact(self, dtype, device)
+        return compact(self, dtype, device, fold)
 
     # --- sizes ------------------------------------------------------------------------------
     def counts(self) -> dict:

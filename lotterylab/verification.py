@@ -162,8 +162,9 @@ def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
     import copy
 
     from .compact import CompactMLP
+    from .compact_net import CompactNet
 
-    if isinstance(m, CompactMLP):  # its CSR buffers cannot be copied: used as it is, never converted in place
+    if isinstance(m, CompactMLP | CompactNet):  # CSR buffers cannot be copied: used as built, never converted
         b = m.layers[0].bias
         if b.dtype != torch.float64 or b.device != torch.device(device):
             raise ValueError(f"a compact network in {b.dtype} on {b.device} cannot be compared exactly on {device}: "
@@ -195,6 +196,8 @@ def compare(target: nn.Module, network, split, batch: int = 2000, device=None) -
     output difference."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     f, g = _as_float64(target, device), _as_float64(_network(network, device), device)
+    if hasattr(g, "bytes_per_example"):  # wide convolutional tickets: about 1 GiB of float64 maps per batch
+        batch = max(1, min(batch, (1 << 30) // max(1, 3 * g.bytes_per_example())))
     n = len(split)
     acc_t = acc_k = agree = 0
     err = 0.0

@@ -38,9 +38,14 @@ def test_compact_equals_the_masked_source_and_keeps_every_used_neuron(case):
     with torch.no_grad():
         ref, got = net(x), small(x)
     assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
-    assert [layer.shape[0] for layer in small.layers] == _paths(ticket)
-    assert small.num_parameters() <= ticket.masks.num_kept()
-    assert sum(layer.shape[0] for layer in small.layers) < sum(ticket.report["widths"]["source"][1:])
+    plain = ticket.compact(fold=False)  # every used neuron kept as it is
+    with torch.no_grad():
+        assert torch.allclose(plain(x), ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
+    assert [layer.shape[0] for layer in plain.layers] == _paths(ticket)
+    assert small.num_parameters() <= plain.num_parameters() <= ticket.masks.num_kept()
+    assert sum(layer.shape[0] for layer in plain.layers) < sum(ticket.report["widths"]["source"][1:])
+    # ReLU: the univariate first layer folds to at most the two sides of each input
+    assert small.layers[0].shape[0] <= 2 * small.layers[0].shape[1] < plain.layers[0].shape[0]
 
 
 def test_compact_on_real_data(tiny_data):
@@ -135,3 +140,22 @@ def test_compact_conv_ticket_is_what_verify_and_compare_evaluate():
         ref = ticket.network().double()(x.double())
         want = float((ref - target.double()(x.double())).abs().max())
     assert got["max_output_error"] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "tanh"])
+def test_univariate_layers_fold_only_where_exact(act):
+    from lotterylab.compact_net import compact_net
+
+    target = small_cnn(act, steps=5)
+    ticket = ll.construct(target, mode="2L", eps_param=0.05, domain=(0.0, 1.0), input_shape=SHAPE, seed=0)
+    folded, plain = compact_net(ticket), compact_net(ticket, fold=False)
+    x = torch.rand(32, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        ref = ticket.network().double()(x)
+        for net in (folded, plain):
+            assert torch.allclose(net(x), ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
+    widths = [m.out_channels for m in folded.layers if isinstance(m, torch.nn.Conv2d)]
+    if act == "tanh":  # phi(a x) != |a| phi(+-x): nothing folds
+        assert widths == [m.out_channels for m in plain.layers if isinstance(m, torch.nn.Conv2d)]
+    else:  # univariate layers shrink to the sides of their inputs (+ constant channels)
+        assert widths[0] < plain.layers[0].out_channels and widths[2] < plain.layers[2].out_channels

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,14 +190,19 @@ def print_finished(res: dict, path: Path) -> None:
     print(f"(finished run loaded from {path}; nothing recomputed)")
 
 
+_STARTED = [time.perf_counter()]
+
+
 def stage(ns, text: str) -> None:
-    """A stage message for a long command (stderr, so stdout stays the summary)."""
+    """A stage message for a long command (stderr, so stdout stays the summary), with the seconds
+    since the command started."""
     if not getattr(ns, "quiet", False):
-        print(f"[lotterylab] {text}", file=sys.stderr, flush=True)
+        print(f"[lotterylab {time.perf_counter() - _STARTED[0]:6.1f} s] {text}", file=sys.stderr, flush=True)
 
 
 def start(ns) -> None:
     """Threads and device, checked and set before any work."""
+    _STARTED[0] = time.perf_counter()
     set_threads(ns.threads)
     if hasattr(ns, "device"):
         check_device(ns.device)
