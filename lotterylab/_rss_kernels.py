@@ -297,9 +297,16 @@ def _min_cardinality(x, n, t, eps, a0, am0, ao0, a1, am1, ao1, b0, bm0, bo0, b1,
         found = e2 <= eps
         c = 3
     if not found and 3 <= n <= DIRECT3_MAX:
-        # size 3 directly too while C(n, 3) stays small: a third of what the size-capped merges cost
+        # size 3 directly too while C(n, 3) stays small: a third of what the size-capped merges cost.
+        # It decides only a clear case (the best triple within eps, unique and away from eps by more
+        # than rounding): near-ties (e.g. equal candidates) and misses go to the staged search below,
+        # so the chosen subset is always the one the staged search alone would choose.
         e3 = INF
+        e3b = INF  # the runner-up
         m3 = np.int64(0)
+        top = 0.0
+        for i in range(n):
+            top = max(top, abs(x[i]))
         for i in range(n - 2):
             r_i = t - x[i]
             for j in range(i + 1, n - 1):
@@ -307,12 +314,14 @@ def _min_cardinality(x, n, t, eps, a0, am0, ao0, a1, am1, ao1, b0, bm0, bo0, b1,
                 for k in range(j + 1, n):
                     e = abs(r_ij - x[k])
                     if e < e3:
+                        e3b = e3
                         e3 = e
                         m3 = (np.int64(1) << i) | (np.int64(1) << j) | (np.int64(1) << k)
-        if e3 < overall:
-            overall, overall_mask = e3, m3
-        found = e3 <= eps
-        c = 4
+                    elif e < e3b:
+                        e3b = e
+        tol = 1e-12 * (abs(t) + 3.0 * top)
+        if e3 <= eps - tol and e3b - e3 > tol:
+            return m3
     if found:
         return overall_mask
     for stage in range(2):
