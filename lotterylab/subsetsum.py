@@ -41,10 +41,11 @@ CHUNK = 1 << 17  # instances per kernel call: bounds the float64 copies and outp
 
 try:  # numba is a hard dependency; the torch path stays usable (and tested) without it
     from . import _rss_kernels as _k
+    from . import _rss_vector_kernels as _kv
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    _k = None
+    _k = _kv = None
     HAVE_NUMBA = False
 
 
@@ -206,13 +207,13 @@ def _solve_numba(X, T, eps, objective, k, vector):
     if vector:
         d = Xn.shape[2]
         if (1 << n) * d <= VECTOR_EXACT_BUDGET:
-            _k.vector_brute_force(Xn, Tn, eps, OBJECTIVES.index(objective), -1 if k is None else k, on, of, nb)
+            _kv.vector_brute_force(Xn, Tn, eps, OBJECTIVES.index(objective), -1 if k is None else k, on, of, nb)
             return out, flag, True
         if objective not in ("min_error", "min_cardinality"):
             raise ValueError(f"vector instances with 2**n * d > {VECTOR_EXACT_BUDGET} (n={n}, d={d}) are solved "
                              f"heuristically for min_error and min_cardinality only; use fewer candidates for "
                              f"{objective!r}")
-        _k.vector_local_search(Xn, Tn, eps, 8, 0, on, nb)
+        _kv.vector_local_search(Xn, Tn, eps, 8, 0, on, nb)
         if objective == "min_cardinality":
             out, flag = _greedy_prune(X, T, eps, out)
         return out, flag, False

@@ -6,6 +6,7 @@ import torch
 import lotterylab as ll
 from lotterylab import models
 
+from conftest import needs_mnist
 from targets import SHAPE, small_cnn, small_resnet, trained_mlp
 
 CASES = {"L+1 guarantee": dict(mode="L+1", eps=0.02, seed=1),
@@ -159,3 +160,17 @@ def test_univariate_layers_fold_only_where_exact(act):
         assert widths == [m.out_channels for m in plain.layers if isinstance(m, torch.nn.Conv2d)]
     else:  # univariate layers shrink to the sides of their inputs (+ constant channels)
         assert widths[0] < plain.layers[0].out_channels and widths[2] < plain.layers[2].out_channels
+
+
+@needs_mnist
+def test_compact_conv_ticket_on_real_mnist_images():
+    from torch import nn
+
+    torch.manual_seed(0)
+    target = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Conv2d(3, 4, 3, padding=1),
+                           nn.ReLU(), nn.Flatten(), nn.Linear(196, 10)).eval()
+    x = ll.data.load("mnist").test.x[:64]
+    ticket = ll.construct(target, mode="2L", eps_param=0.05, seed=0, domain=x, input_shape=(1, 28, 28))
+    with torch.no_grad():
+        ref, got = ticket.network().double()(x.double()), ticket.compact()(x.double())
+    assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
