@@ -56,9 +56,10 @@ class BiasCorrection:
         # what the result depends on: C's solutions, and the output it reads (a product layer reads
         # through P's input: constant rows added to P change nothing; a copy layer reads P itself)
         if e.ledgers[C.index].product:
-            key = (e.version[C.index], e.src.layers[P.reads].R if P.reads >= 0 else -1)
+            read = P.reads
+            key = (e.version[C.index], e.version[read], e.src.layers[read].R if read >= 0 else -1)
         else:
-            key = (e.version[C.index], P.R)
+            key = (e.version[C.index], e.version[P.index], P.R)
         hit = self._pre_kept.get(C.index)
         valid = hit is not None and hit[0] == key
         if valid and torch.equal(hit[1], rows):
