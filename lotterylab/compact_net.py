@@ -24,26 +24,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import make_activation
-from .models import apply_op
+from .models import run_plan
 
 
 def _shapes(plan: list[dict], input_shape) -> list[tuple[int, int]]:
     """(channels, positions per channel) of every plan position's output, on the meta device (no memory)."""
-    x0 = torch.empty(1, *input_shape, device="meta")
-    outs, shapes = [], []
-    for i, op in enumerate(plan):
-        if op["op"] in ("conv", "linear"):
-            src = op.get("input", i - 1)
-            h = x0 if src < 0 else outs[src]
-            if op["op"] == "conv":
-                w = torch.empty(op["out"], op["in"], *op["kernel"], device="meta")
-                h = F.conv2d(h, w, None, op["stride"], op["padding"])
-            else:
-                h = torch.empty(1, op["out"], device="meta")
-        else:
-            h = outs[-1] if outs else x0
-            h = h if op["op"] == "act" else apply_op(op, h)
-        outs.append(h)
+    def layer(op):
+        if op["op"] == "linear":
+            return lambda h: torch.empty(1, op["out"], device="meta")
+        w = torch.empty(op["out"], op["in"], *op["kernel"], device="meta")
+        return lambda h: F.conv2d(h, w, None, op["stride"], op["padding"])
+
+    layers = [layer(op) for op in plan if op["op"] in ("conv", "linear")]
+    acts = {str(i): (lambda h: h) for i, op in enumerate(plan) if op["op"] == "act"}
+    outs = run_plan(plan, torch.empty(1, *input_shape, device="meta"), layers, acts)
+    shapes: list[tuple[int, int]] = []
+    for op, h in zip(plan, outs):
         # a flattened map keeps its channels (a Linear layer reading it reads them position by position)
         shapes.append(shapes[-1] if op["op"] == "flatten" and shapes else (h.shape[1], int(h[0, 0].numel())))
     return shapes
@@ -53,10 +49,10 @@ def _source(i: int, op: dict) -> int:
     return op.get("input", i - 1) if op["op"] in ("conv", "linear") else i - 1
 
 
-def needed_channels(ticket) -> list[torch.Tensor]:
+def needed_channels(ticket, shapes: list[tuple[int, int]] | None = None) -> list[torch.Tensor]:
     """Per plan position, which output channels a kept path to the network's output uses."""
     plan, input_shape = ticket.arch["kwargs"]["plan"], ticket.arch["input_shape"]
-    shapes = _shapes(plan, input_shape)
+    shapes = shapes or _shapes(plan, input_shape)
     need = [torch.zeros(c, dtype=torch.bool) for c, _ in shapes]
     need[-1][:] = True
     need_in = torch.zeros(int(input_shape[0]), dtype=torch.bool)
@@ -91,25 +87,9 @@ class CompactNet(nn.Module):
             self.register_buffer(f"add_{i}", sel)
 
     def forward(self, x):
-        dtype = self.layers[0].weight.dtype
-        x0 = x.reshape(x.shape[0], *self.input_shape).to(dtype)
-        outs: list[torch.Tensor] = []
-        k = 0
-        for i, op in enumerate(self.plan):
-            if op["op"] in ("conv", "linear"):
-                src = op.get("input", i - 1)
-                h = x0 if src < 0 else outs[src]
-                if op["op"] == "linear":
-                    h = h.reshape(h.shape[0], -1)
-                h = self.layers[k](h)
-                if "add" in op:
-                    h = h + (x0 if op["add"] < 0 else outs[op["add"]]).index_select(1, getattr(self, f"add_{i}"))
-                k += 1
-            else:
-                h = outs[-1] if outs else x0
-                h = self.acts[str(i)](h) if op["op"] == "act" else apply_op(op, h)
-            outs.append(h)
-        return outs[-1]
+        x0 = x.reshape(x.shape[0], *self.input_shape).to(self.layers[0].weight.dtype)
+        added = {i: getattr(self, f"add_{i}") for i, op in enumerate(self.plan) if "add" in op}
+        return run_plan(self.plan, x0, self.layers, self.acts, added)[-1]
 
     def num_parameters(self) -> int:
         """Nonzero weights and biases it holds."""
@@ -209,7 +189,7 @@ def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
 
     plan, input_shape = ticket.arch["kwargs"]["plan"], ticket.arch["input_shape"]
     shapes = _shapes(plan, input_shape)
-    need = needed_channels(ticket)
+    need = needed_channels(ticket, shapes)
     folds = _foldable(ticket, plan, need) if fold else {}
     folded: dict[int, tuple] = {}  # reader position -> (new channel, factor) per row of the layer it reads
     kept: list[torch.Tensor] = []  # per position: the original channels its compact output holds

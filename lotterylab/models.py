@@ -231,26 +231,32 @@ class SourceNet(nn.Module):
         self.acts = nn.ModuleDict(acts)
 
     def forward(self, x):
-        # plan positions hold their outputs; a weight op reads "input" (default: the op before; -1: x)
-        # and adds the output at "add" (a residual branch) before the activation that follows it
-        x0 = x.reshape(x.shape[0], *self.input_shape)
-        outs: list[torch.Tensor] = []
-        k = 0
-        for i, op in enumerate(self.plan):
-            if op["op"] in ("conv", "linear"):
-                src = op.get("input", i - 1)
-                h = x0 if src < 0 else outs[src]
-                if op["op"] == "linear":
-                    h = h.reshape(h.shape[0], -1)
-                h = self.layers[k](h)
-                if "add" in op:
-                    h = h + (x0 if op["add"] < 0 else outs[op["add"]])
-                k += 1
-            else:
-                h = outs[-1] if outs else x0
-                h = self.acts[str(i)](h) if op["op"] == "act" else apply_op(op, h)
-            outs.append(h)
-        return outs[-1]
+        return run_plan(self.plan, x.reshape(x.shape[0], *self.input_shape), self.layers, self.acts)[-1]
+
+
+def run_plan(plan: Sequence[dict], x0: torch.Tensor, layers, acts, added=None) -> list[torch.Tensor]:
+    """Every plan position's output: a weight op (``layers[k]``, in order) reads "input" (default:
+    the op before; -1: ``x0``) and adds the output at "add" (a residual branch) before the activation
+    that follows it, ``added[i]`` selecting that map's channels where given; ``acts[str(i)]`` are
+    the activations, other ops run through :func:`apply_op`."""
+    outs: list[torch.Tensor] = []
+    k = 0
+    for i, op in enumerate(plan):
+        if op["op"] in ("conv", "linear"):
+            src = op.get("input", i - 1)
+            h = x0 if src < 0 else outs[src]
+            if op["op"] == "linear":
+                h = h.reshape(h.shape[0], -1)
+            h = layers[k](h)
+            if "add" in op:
+                a = x0 if op["add"] < 0 else outs[op["add"]]
+                h = h + (a if added is None else a.index_select(1, added[i]))
+            k += 1
+        else:
+            h = outs[-1] if outs else x0
+            h = acts[str(i)](h) if op["op"] == "act" else apply_op(op, h)
+        outs.append(h)
+    return outs
 
 
 def apply_op(op: dict, x: torch.Tensor) -> torch.Tensor:
