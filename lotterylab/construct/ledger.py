@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -27,6 +27,7 @@ class Ledger:
     bias_ok: torch.Tensor    # [R] the bias instance met its tolerance
     bias_real: torch.Tensor  # [R] the realised bias
     shift: torch.Tensor      # [R, n_in, 2, T] compensation: shift of each side's subset-sum target
+    bufs: dict = field(default_factory=dict, repr=False, compare=False)  # field -> its storage with spare rows
 
     @classmethod
     def empty(cls, n_in: int, taps: int, tl: int, product: bool) -> Ledger:
@@ -46,7 +47,7 @@ class Ledger:
         Each field is a view of a buffer with 25 % spare rows, so growth rounds that add a few rows
         at a time do not copy the whole record each time (they did: ~1 s of the demo's construction).
         """
-        bufs = self.__dict__.setdefault("_bufs", {})
+        bufs = self.bufs
         for f in fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, torch.Tensor) or v.shape[0] >= rows:
