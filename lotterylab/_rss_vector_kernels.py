@@ -1,6 +1,6 @@
 """Compiled (numba) kernels for vector subset-sum instances (l-infinity error; da Cunha et al.
-2023): exact enumeration for small ``2**n * d`` and a reproducible local search beyond it. See
-:mod:`lotterylab.subsetsum` for the API and :mod:`lotterylab._rss_kernels` for the scalar kernels.
+2023): exact enumeration for small ``2**n * d`` (the beam search beyond it is in
+:mod:`lotterylab._mrss_kernels`). See :mod:`lotterylab.subsetsum` for the API.
 """
 
 from __future__ import annotations
@@ -90,71 +90,3 @@ def vector_brute_force(X, T, eps, objective, k, out_mask, out_flag, nb):
             else:
                 out_mask[inst] = best_mask
                 out_flag[inst] = False
-
-
-@njit(parallel=True, cache=True)
-def vector_local_search(X, T, eps, restarts, seed, out_mask, nb):
-    """Heuristic for large n: best-improvement single flips on the l-inf error from several starts.
-
-    Start 0 is the empty set, start 1 a greedy forward pass; further starts are random subsets
-    drawn from a hash of (seed, instance, restart), so results are reproducible.
-    """
-    B, n, d = X.shape
-    for blk in prange(nb):
-        s = np.empty(d)
-        cand = np.empty(d)
-        for inst in range(blk * B // nb, (blk + 1) * B // nb):
-            x = X[inst]
-            t = T[inst]
-            best_e = INF
-            best_mask = np.int64(0)
-            for r in range(restarts):
-                g = np.int64(0)
-                if r >= 2:
-                    h = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(inst) * np.uint64(0xBF58476D1CE4E5B9) \
-                        + np.uint64(r) * np.uint64(0x94D049BB133111EB)
-                    h ^= h >> np.uint64(31)
-                    h *= np.uint64(0xD6E8FEB86659FD93)
-                    h ^= h >> np.uint64(32)
-                    g = np.int64(h & np.uint64((1 << n) - 1)) if n < 63 else np.int64(h >> np.uint64(1))
-                for q in range(d):
-                    s[q] = 0.0
-                for j in range(n):
-                    if (g >> j) & 1:
-                        for q in range(d):
-                            s[q] += x[j, q]
-                cur = 0.0
-                for q in range(d):
-                    cur = max(cur, abs(t[q] - s[q]))
-                greedy_add_only = r == 1
-                improved = True
-                while improved:
-                    improved = False
-                    bj = -1
-                    be = cur
-                    for j in range(n):
-                        inside = (g >> j) & 1
-                        if greedy_add_only and inside:
-                            continue
-                        sign = -1.0 if inside else 1.0
-                        e = 0.0
-                        for q in range(d):
-                            cand[q] = s[q] + sign * x[j, q]
-                            e = max(e, abs(t[q] - cand[q]))
-                        if e < be:
-                            be = e
-                            bj = j
-                    if bj >= 0:
-                        sign = -1.0 if (g >> bj) & 1 else 1.0
-                        for q in range(d):
-                            s[q] += sign * x[bj, q]
-                        g ^= np.int64(1) << bj
-                        cur = be
-                        improved = True
-                    elif greedy_add_only:
-                        greedy_add_only = False  # then continue with flips both ways
-                        improved = True
-                if cur < best_e:
-                    best_e = cur
-                    best_mask = g
-            out_mask[inst] = best_mask

@@ -2,8 +2,9 @@
 
 ``solve(values, targets, eps, objective=..., k=None)`` solves B independent instances in one call:
 
-* ``values [B, n]`` and ``targets [B]`` (scalar instances), or ``values [B, n, d]`` and
-  ``targets [B, d]`` (vector instances, l-infinity error; da Cunha et al. 2023), ``n <= 32``;
+* ``values [B, n]`` and ``targets [B]`` (scalar instances, ``n <= 32``), or ``values [B, n, d]``
+  and ``targets [B, d]`` (vector instances, l-infinity error; da Cunha et al. 2023; ``n <= 512``,
+  ``d <= 49``);
 * objectives (all exact for scalar instances):
 
   - ``min_error``: the best subset (meet in the middle);
@@ -14,9 +15,11 @@
   - ``fixed_size``: the best subset with exactly ``k`` elements (Natale et al. 2024).
 
 Vector instances are solved exactly by enumerating all ``2**n`` subsets while
-``2**n * d <= VECTOR_EXACT_BUDGET``; beyond it ``min_error`` and ``min_cardinality`` use a local
-search (single flips from several reproducible starts, then greedy removal for cardinality) and the
-result says ``exact=False``.
+``2**n * d <= VECTOR_EXACT_BUDGET``; beyond it ``min_error`` and ``min_cardinality`` use a compiled
+beam search (:mod:`lotterylab._mrss_kernels`: candidates by decreasing norm, ``beam_width`` states
+kept by l2 residual, then l-infinity flips and swaps) and the result says ``exact=False``. Its
+quality against an exact MILP (HiGHS) is measured in ``benchmarks/structured.py``; the heuristic
+always runs on the CPU (tensors on other devices are copied there and back).
 
 On CPU the work runs in compiled numba kernels (:mod:`lotterylab._rss_kernels`) over
 ``torch.get_num_threads()`` threads; on other devices (CUDA) in batched torch code on that
@@ -35,17 +38,21 @@ import torch
 from .threads import numba_threads
 
 OBJECTIVES = ("min_error", "min_cardinality", "min_l1", "fixed_size")
-MAX_N = 32
+MAX_N = 32                   # scalar instances (exact solvers)
+MAX_N_VECTOR = 512           # vector instances (exact below VECTOR_EXACT_BUDGET, beam search above)
+MAX_D = 49                   # vector dimension: up to a 7x7 kernel
 VECTOR_EXACT_BUDGET = 2**22  # 2**n * d per instance; n <= 20 at d <= 4
+BEAM_WIDTH = 1024            # states the vector heuristic keeps per level (quality vs time: docs/benchmarks.md)
 CHUNK = 1 << 17  # instances per kernel call: bounds the float64 copies and outputs held at once
 
 try:  # numba is a hard dependency; the torch path stays usable (and tested) without it
+    from . import _mrss_kernels as _kb
     from . import _rss_kernels as _k
     from . import _rss_vector_kernels as _kv
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    _k = _kv = None
+    _k = _kv = _kb = None
     HAVE_NUMBA = False
 
 
@@ -86,9 +93,14 @@ def _validate(values, targets, eps, objective, k):
     if not values.is_floating_point() or not targets.is_floating_point():
         raise TypeError(f"values and targets must be floating point, got {values.dtype} and {targets.dtype}")
     B, n = values.shape[:2]
-    if n < 1 or n > MAX_N:
-        raise ValueError(f"n (candidates per instance) must be in 1..{MAX_N}, got {n}; split the instance or "
-                         f"use fewer candidates")
+    vector = values.dim() == 3
+    n_max = MAX_N_VECTOR if vector else MAX_N
+    if n < 1 or n > n_max:
+        raise ValueError(f"n (candidates per instance) must be in 1..{n_max} for {'vector' if vector else 'scalar'} "
+                         f"instances, got {n}: the limit on n was hit; split the instance or use fewer candidates")
+    if vector and not 1 <= values.shape[2] <= MAX_D:
+        raise ValueError(f"vector dimension d must be in 1..{MAX_D} (a 7x7 kernel), got {values.shape[2]}: the limit "
+                         f"on d was hit; solve the vector in parts or use smaller kernels")
     want = (B,) if values.dim() == 2 else (B, values.shape[2])
     if tuple(targets.shape) != want:
         raise ValueError(f"targets must have shape {want} for values of shape {tuple(values.shape)}, "
@@ -115,16 +127,18 @@ def _validate(values, targets, eps, objective, k):
     return eps
 
 
-BACKENDS = ("auto", "numba", "torch", "brute_force")
+BACKENDS = ("auto", "numba", "torch", "brute_force", "beam")
 
 
 def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: str = "min_error",
-          k: int | None = None, *, backend: str = "auto") -> SubsetSumResult:
+          k: int | None = None, *, backend: str = "auto", beam_width: int = BEAM_WIDTH) -> SubsetSumResult:
     """Solve ``values.shape[0]`` independent subset-sum instances at once (see module docs).
 
     ``backend``: ``auto`` (compiled kernels on CPU, torch elsewhere), ``numba``, ``torch``
     (meet in the middle for min_error, enumeration otherwise, on the tensors' device) or
-    ``brute_force`` (enumerate all 2**n subsets on the device: the reference, n <= 24).
+    ``brute_force`` (enumerate all 2**n subsets on the device: the reference, n <= 24) or ``beam``
+    (vector instances: the beam-search heuristic at any size, as used beyond exact enumeration).
+    An exact MILP for vector instances is :func:`lotterylab.subsetsum_milp.solve_milp`.
     """
     eps = _validate(values, targets, eps, objective, k)
     if backend not in BACKENDS:
@@ -136,6 +150,10 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
         raise ValueError("backend='numba' needs numba and CPU tensors")
     use_numba = backend == "numba" or (backend == "auto" and HAVE_NUMBA and device.type == "cpu")
     brute = backend == "brute_force"
+    if backend == "beam" and not vector:
+        raise ValueError("backend='beam' is the vector heuristic; scalar instances are solved exactly")
+    if backend == "beam" or (vector and (1 << n) * values.shape[2] > VECTOR_EXACT_BUDGET and backend in ("auto", "numba")):
+        return _solve_beam(values, targets, eps, objective, beam_width)
     # outputs in the input dtype; float64 only per chunk (10M instances at n = 15: ~0.3 GB of output)
     mask = torch.empty(B, n, dtype=torch.bool, device=device)
     sums = torch.empty(targets.shape, dtype=values.dtype, device=device)
@@ -205,18 +223,8 @@ def _solve_numba(X, T, eps, objective, k, vector):
     flag = torch.zeros(B, dtype=torch.bool)
     on, of = out.numpy(), flag.numpy()
     if vector:
-        d = Xn.shape[2]
-        if (1 << n) * d <= VECTOR_EXACT_BUDGET:
-            _kv.vector_brute_force(Xn, Tn, eps, OBJECTIVES.index(objective), -1 if k is None else k, on, of, nb)
-            return out, flag, True
-        if objective not in ("min_error", "min_cardinality"):
-            raise ValueError(f"vector instances with 2**n * d > {VECTOR_EXACT_BUDGET} (n={n}, d={d}) are solved "
-                             f"heuristically for min_error and min_cardinality only; use fewer candidates for "
-                             f"{objective!r}")
-        _kv.vector_local_search(Xn, Tn, eps, 8, 0, on, nb)
-        if objective == "min_cardinality":
-            out, flag = _greedy_prune(X, T, eps, out)
-        return out, flag, False
+        _kv.vector_brute_force(Xn, Tn, eps, OBJECTIVES.index(objective), -1 if k is None else k, on, of, nb)
+        return out, flag, True
     if objective == "min_error":
         _k.min_error(Xn, Tn, on, nb)
     elif objective == "min_cardinality":
@@ -228,25 +236,38 @@ def _solve_numba(X, T, eps, objective, k, vector):
     return out, flag, True
 
 
-def _greedy_prune(X, T, eps, bits):
-    """Heuristic cardinality reduction for vector instances: drop elements while staying within eps."""
-    B, n, _ = X.shape
-    shifts = torch.arange(n)
-    mask = ((bits.view(-1, 1) >> shifts) & 1).bool()
-    s = (X * mask.unsqueeze(-1)).sum(1)
-    ok = (T - s).abs().amax(1) <= eps
-    for _ in range(n):
-        # error after removing each element; take the best removal that keeps the instance within eps
-        cand = (T.unsqueeze(1) - (s.unsqueeze(1) - X)).abs().amax(2)  # [B, n]
-        cand = torch.where(mask & ok.unsqueeze(1), cand, torch.inf)
-        best, j = cand.min(1)
-        go = best <= eps
-        if not go.any():
-            break
-        rows = go.nonzero().squeeze(1)
-        mask[rows, j[rows]] = False
-        s[rows] -= X[rows, j[rows]]
-    return (mask.long() << shifts).sum(1), ~ok
+def _solve_beam(values, targets, eps, objective, width) -> SubsetSumResult:
+    """Vector instances beyond exact enumeration: the compiled beam search, on the CPU, in chunks."""
+    if objective not in ("min_error", "min_cardinality"):
+        B, n, d = values.shape
+        raise ValueError(f"vector instances with 2**n * d > {VECTOR_EXACT_BUDGET} (n={n}, d={d}) are solved "
+                         f"heuristically, for min_error and min_cardinality only; use fewer candidates for "
+                         f"{objective!r}")
+    if not HAVE_NUMBA:
+        raise RuntimeError("vector instances beyond exact enumeration need numba (pip install numba)")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"beam_width must be a positive integer, got {width!r}")
+    B, n, d = values.shape
+    device = values.device
+    mask = torch.zeros(B, n, dtype=torch.bool)
+    err = torch.empty(B, dtype=torch.float64)
+    # per-thread scratch: parents and decisions [n, width] plus residuals; bound instances per call
+    step = max(1, min(B, 4096))
+    with numba_threads():
+        for lo in range(0, B, step):
+            hi = min(lo + step, B)
+            X = values[lo:hi].detach().to("cpu", torch.float64).contiguous()
+            T = targets[lo:hi].detach().to("cpu", torch.float64).contiguous()
+            _kb.beam_search(X.numpy(), T.numpy(), eps, width, objective == "min_cardinality",
+                            mask[lo:hi].numpy(), err[lo:hi].numpy(), max(1, min(hi - lo, _threads())))
+    X64 = values.detach().to("cpu", torch.float64)
+    s64 = (X64 * mask.unsqueeze(-1)).sum(1)
+    e64 = (targets.detach().to("cpu", torch.float64) - s64).abs().amax(1)  # recomputed: the kernel's is a running sum
+    ok = e64 <= eps
+    fallback = ~ok if objective == "min_cardinality" else torch.zeros(B, dtype=torch.bool)
+    return SubsetSumResult(mask=mask.to(device), sum=s64.to(device, values.dtype), error=e64.to(device, values.dtype),
+                           ok=ok.to(device), fallback=fallback.to(device), objective=objective, eps=eps, exact=False,
+                           method="numba-vector-beam-heuristic", info={"beam_width": width})
 
 
 # --- torch path: any device ------------------------------------------------------------------------
