@@ -5,12 +5,15 @@ order of decreasing norm (a stable order: ties keep their index order); every st
 residual ``r = t - sum(chosen)`` and branches on taking or leaving the next candidate. Later
 candidates are smaller, so later levels refine what earlier ones left, as the scalar
 random-subset-sum arguments do. The ``width`` states that survive are those whose residual the
-*remaining* candidates can most likely still reach: a random subset of the remaining candidates has
-mean ``mu = sum x_j / 2`` and covariance ``S = sum x_j x_j^T / 4``, and states are ranked by the
+*remaining* candidates can most likely still reach: a random subset taking each remaining candidate
+with probability p has mean ``mu = p sum x_j`` and covariance ``S = p (1 - p) sum x_j x_j^T``, and
+states are ranked by the
 Mahalanobis distance ``(r - mu)^T (S + lam I)^-1 (r - mu)`` (``lam = (eps/2)^2``: residual below eps
 does not matter; at the last level this is the plain l2 residual). On NSN instances this ranking
 lowers the median error by a third against ranking by ``|r|_2`` at the same width (measured
-while designing it, D = 4-9, n = 32-256). The best final state
+while designing it, D = 4-9, n = 32-256). ``min_error`` uses p = 1/2; ``min_cardinality`` first
+p = 12/n (within [0.05, 1/2]), which finds subsets 4-8x smaller at n >= 256 as often, and p = 1/2
+for the instances that pass leaves outside eps. The best final state
 (l-infinity; for ``min_cardinality`` the smallest subset within eps, ties by error) is then polished
 by best-improvement single flips and swaps on the l-infinity error itself, and for
 ``min_cardinality`` elements are dropped while the error stays within eps.
@@ -166,7 +169,7 @@ def _forward(L, z, y):
 
 
 @njit(cache=True)
-def _beam_one(x, t, eps, width, cardinality, sel, R, R2, score, keep, parent, take, card, card2, suf, mus):
+def _beam_one(x, t, eps, width, cardinality, sel, R, R2, score, keep, parent, take, card, card2, suf, mus, p):
     n, d = x.shape
     nrm = np.empty(n)
     for j in range(n):
@@ -187,9 +190,9 @@ def _beam_one(x, t, eps, width, cardinality, sel, R, R2, score, keep, parent, ta
     for lev in range(m_real - 1, -1, -1):
         j = order[lev]
         for a in range(d):
-            mus[lev, a] = mus[lev + 1, a] + 0.5 * x[j, a]
+            mus[lev, a] = mus[lev + 1, a] + p * x[j, a]
             for b in range(d):
-                suf[lev, a, b] = suf[lev + 1, a, b] + 0.25 * x[j, a] * x[j, b]
+                suf[lev, a, b] = suf[lev + 1, a, b] + p * (1.0 - p) * x[j, a] * x[j, b]
     L = np.empty((d, d))
     xw = np.empty(d)
     z = np.empty(d)
@@ -265,6 +268,22 @@ def beam_search(X, T, eps, width, cardinality, out_mask, out_err, nb):
         card2 = np.empty(width, np.int64)
         suf = np.empty((n + 1, d, d))
         mus = np.empty((n + 1, d))
+        sel = np.empty(n, np.bool_)
+        # min_cardinality: first a pass that expects to take few candidates (p0 of the remaining ones;
+        # subsets ~4-8x smaller than p = 1/2 at n >= 256, as often within eps), then p = 1/2
+        p0 = min(0.5, max(0.05, 12.0 / n))
         for inst in range(blk * B // nb, (blk + 1) * B // nb):
-            out_err[inst] = _beam_one(X[inst], T[inst], eps, width, cardinality, out_mask[inst], R, R2, score,
-                                      keep, parent, take, card, card2, suf, mus)
+            best = np.inf
+            for p in (p0, 0.5):
+                if p == 0.5 and p0 == 0.5 and best < np.inf:
+                    break
+                if not cardinality and p != 0.5:
+                    continue
+                e = _beam_one(X[inst], T[inst], eps, width, cardinality, sel, R, R2, score, keep, parent, take,
+                              card, card2, suf, mus, p)
+                if e < best:
+                    best = e
+                    out_mask[inst, :] = sel
+                if best <= eps:
+                    break
+            out_err[inst] = best

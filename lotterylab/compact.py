@@ -95,6 +95,9 @@ def _values(ticket, name: str, rows: torch.Tensor, cols: torch.Tensor | None, sh
         else:
             idx = rows * shape[1] + cols
         return rng.uniform_at(ticket.seed, rng.stream_id(name), idx.to(torch.int64), dist["low"], dist["high"])
+    if dist["dist"] == "normal" and dist.get("address") == "grid" and cols is not None:
+        idx = rows * rng.GRID_STRIDE + cols
+        return rng.normal_at(ticket.seed, rng.stream_id(name), idx.to(torch.int64), dist["mean"], dist["std"])
     full = draw(dist, shape, ticket.seed, name)  # other distributions: this one parameter, then gathered
     return full[rows] if cols is None else full[rows, cols]
 

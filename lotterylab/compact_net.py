@@ -62,7 +62,8 @@ def needed_channels(ticket, shapes: list[tuple[int, int]] | None = None) -> list
         into = need_in if src < 0 else need[src]
         if i in layer:
             M = ticket.masks[f"layers.{layer[i]}.weight"].bool()
-            M = M[need[i]].reshape(int(need[i].sum()), len(into), -1)  # [rows, in channels, taps or positions]
+            span = M[0].numel() // max(len(into), 1)  # taps (conv) or positions (linear over a map)
+            M = M[need[i]].reshape(int(need[i].sum()), len(into), span)  # [rows, in channels, span]
             into |= M.any(2).any(0)
             if "add" in op:  # the added map's channel c is used where the sum's channel c is
                 added = need_in if op["add"] < 0 else need[op["add"]]
@@ -203,6 +204,8 @@ def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
             continue
         name = f"layers.{k}"
         rows = need[i].nonzero().flatten()
+        if len(rows) == 0:  # nothing after uses this layer (a constant ticket): one channel keeps it a valid conv
+            rows = torch.zeros(1, dtype=torch.long)
         M = ticket.masks[f"{name}.weight"].bool()
         full = M.reshape(M.shape[0], -1).shape  # [out, in * taps]: the grid the weights are drawn on
         span = full[1] // (int(input_shape[0]) if src < 0 else shapes[src][0])  # taps (conv) or positions (linear)
@@ -242,3 +245,34 @@ def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
         kept.append(rows)
         k += 1
     return CompactNet(plan, input_shape, layers, adds).eval()
+
+
+def save_compact(net: CompactNet, path, meta: dict | None = None):
+    """A compact network as a plain state dict (safetensors) plus the plan that rebuilds it (JSON metadata)."""
+    from .io import save_tensors
+
+    save_tensors(path, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+                        {"kind": "compact_net", "plan": net._meta_plan(), "input_shape": list(net.input_shape),
+                         **(meta or {})})
+
+
+def load_compact(path) -> CompactNet:
+    """The network :func:`save_compact` wrote: layers rebuilt from the plan, weights loaded (no pickle)."""
+    from .io import FileFormatError, load_tensors
+
+    tensors, meta = load_tensors(path, kind="compact_net")
+    if not isinstance(meta.get("plan"), list) or not isinstance(meta.get("input_shape"), list):
+        raise FileFormatError(f"{path}: a compact network file without its plan; the file is corrupt")
+    plan, shape = meta["plan"], meta["input_shape"]
+    dtype = tensors["layers.0.weight"].dtype
+    layers = []
+    for op in plan:
+        if op["op"] == "conv":
+            layers.append(nn.Conv2d(op["in"], op["out"], tuple(op["kernel"]), tuple(op["stride"]),
+                                    tuple(op["padding"]), dtype=dtype))
+        elif op["op"] == "linear":
+            layers.append(nn.Linear(op["in"], op["out"], dtype=dtype))
+    adds = {i: tensors[f"add_{i}"] for i, op in enumerate(plan) if "add" in op}
+    net = CompactNet(plan, shape, layers, adds)
+    net.load_state_dict(tensors, strict=True)
+    return net.requires_grad_(False).eval()

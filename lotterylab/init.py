@@ -54,7 +54,10 @@ def resolve(rule, shape) -> dict:
             out["address"] = str(rule["address"])
         return out
     if d == "normal":
-        return {"dist": "normal", "mean": float(rule.get("mean", 0.0)), "std": float(rule.get("std", 1.0)) * scale}
+        out = {"dist": "normal", "mean": float(rule.get("mean", 0.0)), "std": float(rule.get("std", 1.0)) * scale}
+        if rule.get("address", "flat") != "flat":  # "grid": see rng.normal_grid
+            out["address"] = str(rule["address"])
+        return out
     if d in ("zeros", "ones", "constant"):
         value = {"zeros": 0.0, "ones": 1.0}.get(d, float(rule.get("value", 0.0)))
         return {"dist": "constant", "value": value * scale}
@@ -83,6 +86,8 @@ def draw(dist: dict, shape, seed: int, name: str, device=None) -> torch.Tensor:
             return rng.uniform_grid(seed, s, shape, dist["low"], dist["high"], device)
         return rng.uniform(seed, s, shape, dist["low"], dist["high"], device)
     if kind == "normal":
+        if dist.get("address") == "grid":
+            return rng.normal_grid(seed, s, shape, dist["mean"], dist["std"], device)
         return rng.normal(seed, s, shape, dist["mean"], dist["std"], device)
     if kind == "constant":
         return torch.full(tuple(shape), dist["value"], dtype=torch.float32, device=device)

@@ -207,3 +207,35 @@ def normal(seed: int, stream: int, shape, mean: float = 0.0, std: float = 1.0, d
         z = torch.sqrt(-2.0 * _log_unit(u1)) * _cos_2pi(u2)
         out[lo:lo + m] = (z * std + mean).to(torch.float32)
     return out.reshape(tuple(shape))
+
+
+_PAIR = 0x6A09E667  # the second uniform of a grid normal comes from a partner stream
+
+
+def _normal_from_bits(b1: torch.Tensor, b2: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    u1 = (b1.to(torch.float64) + 0.5) * (2.0**-32)
+    u2 = (b2.to(torch.float64) + 0.5) * (2.0**-32)
+    z = torch.sqrt(-2.0 * _log_unit(u1)) * _cos_2pi(u2)
+    return (z * std + mean).to(torch.float32)
+
+
+def normal_at(seed: int, stream: int, idx: torch.Tensor, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """The values :func:`normal_grid` draws at grid indices ``idx`` (``r * GRID_STRIDE + c``), bit for bit."""
+    return _normal_from_bits(bits_at(seed, stream, idx), bits_at(seed, _fmix32_int(stream ^ _PAIR), idx), mean, std)
+
+
+def normal_grid(seed: int, stream: int, shape, mean: float = 0.0, std: float = 1.0, device=None,
+                row_offset: int = 0, col_offset: int = 0) -> torch.Tensor:
+    """float32 N(mean, std**2) with grid addressing (entry (r, c) at index r * 2**24 + c, as
+    :func:`uniform_grid`): Box-Muller on the words of the index in two streams, + - * / and sqrt
+    only, so every machine draws the same floats and growing a layer redraws nothing."""
+    rows, cols = (int(shape[0]), int(math.prod(shape[1:]))) if len(shape) > 1 else (int(shape[0]), 1)
+    if cols + col_offset > GRID_STRIDE:
+        raise ValueError(f"grid addressing supports at most {GRID_STRIDE} columns, got {cols + col_offset}")
+    out = torch.empty(rows, cols, dtype=torch.float32, device=device)
+    step = max(1, _CHUNK // max(cols, 1))
+    col_idx = torch.arange(col_offset, col_offset + cols, dtype=torch.int64, device=device)
+    for r0 in range(0, rows, step):
+        r = torch.arange(row_offset + r0, row_offset + min(rows, r0 + step), dtype=torch.int64, device=device)
+        out[r0:r0 + len(r)] = normal_at(seed, stream, r.view(-1, 1) * GRID_STRIDE + col_idx.view(1, -1), mean, std)
+    return out.reshape(tuple(shape))

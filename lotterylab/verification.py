@@ -50,6 +50,8 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     net = _network(ticket, device)
     f = _as_float64(target, device)
     g = _as_float64(net, device)
+    if hasattr(g, "bytes_per_example"):  # wide convolutional tickets: about 1 GiB of float64 maps per batch
+        batch = max(1, min(batch, (1 << 30) // max(1, 3 * g.bytes_per_example())))
     shape = None
     if input_shape is not None:
         shape = tuple(int(s) for s in input_shape)

@@ -15,8 +15,15 @@ from .targets import TargetConfig, load_target, target_record
 
 @dataclass
 class ConstructConfig:
-    mode: str = field(default="L+1", metadata={"help": "construction family: L+1 (Burkholz 2022) or 2L (Pensia et al.)",
-                                               "choices": list(FAMILIES)})  # the registry: new families appear here
+    mode: str = field(default="L+1", metadata={
+        "help": "construction family: L+1 (Burkholz 2022), 2L (Pensia et al.), structured (da Cunha et al. 2023)",
+        "choices": list(FAMILIES)})  # the registry: new families appear here
+    granularity: str = field(default="kernel", metadata={
+        "help": "--mode structured: prune whole kernels (and unused filters), whole filters only, or single weights "
+                "(the unstructured ticket of the same source)", "choices": ["kernel", "filter", "weight"]})
+    rho_kernel: int = field(default=0, metadata={
+        "help": "--mode structured: expansion channels per input channel (0: from the MRSS calibration)",
+        "check": "nonneg"})
     eps: float = field(default=0.01, metadata={"help": "guarantee mode: bound on the output error over the domain",
                                                "check": "positive"})
     eps_param: float = field(default=0.0, metadata={
@@ -55,6 +62,11 @@ def cmd_construct(ns) -> int:
     if cc.seed and not cc.calibration:
         stage(ns, f"note: --seed {cc.seed} draws the calibration sample and none is drawn here; the random source "
                   f"is drawn by --source-seed ({cc.source_seed})")
+    if cc.mode != "structured" and (cc.granularity != "kernel" or cc.rho_kernel):
+        raise ValueError(f"--granularity and --rho-kernel shape structured tickets; add --mode structured or drop them "
+                         f"(--mode {cc.mode} prunes single weights)")
+    if cc.mode == "structured" and cc.rho_kernel == 1:
+        raise ValueError("--rho-kernel must be 0 (calibrated) or at least 2 (expansion channels per input channel)")
     if cc.low >= cc.high:
         raise ValueError(f"--low {cc.low} must be below --high {cc.high}")
     run = RunFolder(ns, "construct", [Path(tc.target).stem, cc.mode])
@@ -87,6 +99,9 @@ def cmd_construct(ns) -> int:
         kwargs["compensate"] = cc.compensate
     if cc.copy_objective:
         kwargs["copy_objective"] = cc.copy_objective
+    if cc.mode == "structured":
+        kwargs["granularity"] = cc.granularity
+        kwargs["rho_kernel"] = cc.rho_kernel or None
     mode_text = f"paper mode, eps_param {cc.eps_param}" if cc.eps_param else f"guarantee mode, eps {cc.eps}"
     stage(ns, f"constructing a depth-{cc.mode} ticket ({mode_text}; domain: {domain_text})")
     ticket = construct(target, mode=cc.mode, seed=cc.source_seed, domain=domain, first_layer=cc.first_layer or None,
@@ -100,6 +115,8 @@ def cmd_construct(ns) -> int:
         stage(ns, f"test set: {len(splits.test):,} images")
         rep["test"] = compare(target, ticket, splits.test)  # its compact network where it has one
     rep["file"] = ticket.file_report(run.path / "ticket.safetensors")
+    if cc.mode == "structured" and ticket.arch.get("name") == "source_net":
+        rep["structured"] = _structured_outputs(ns, target, ticket, run.path)
     plots.construction(rep, run.path / "construction.png", rep.get("verify"), rep.get("test"))
     p = rep["parameters"]
     what = ("a worst-case bound on |target(x) - ticket(x)| over " + domain_text)
@@ -115,10 +132,50 @@ def cmd_construct(ns) -> int:
         lines.append(f"largest error found by sampling and attack: {rep['verify']['sup_error']:.3g}")
     vac = " (vacuous at this size: far above any error seen)" if rep["certificate"] > 1 and cc.eps_param else ""
     lines.append(f"certificate {rep['certificate']:.3g}: {what}{vac}")
+    if "structured" in rep:
+        c = rep["structured"]["cost"]
+        whole = rep["structured"]["structure"]["structured"]
+        lines.append(f"structured: {'whole kernels and filters only' if whole else 'NOT structured'}; "
+                     f"compact network {run.path / 'compact.safetensors'}: {c['compact']['parameters']:,} parameters, "
+                     f"{c['compact']['macs']:,} MACs per example (target {c['target']['parameters']:,} / "
+                     f"{c['target']['macs']:,}; masked source {c['masked_source']['macs']:,} MACs)")
     lines.append(f"written to {run.path}")
     run.finish({"kind": "construct", "target": target_record(tc), "construct": to_dict(cc),
                 "domain": domain_text, "mode": {"depth": cc.mode, "paper": bool(cc.eps_param)}, "report": rep}, lines)
     return 0
+
+
+def _structured_outputs(ns, target, ticket, folder: Path) -> dict:
+    """The compact network (only the kept channels and kernels, float32) and its cost beside the target's."""
+    from ..compact_net import save_compact
+    from ..structured import cost, structure
+
+    stage(ns, "structured ticket: the compact network and its cost")
+    shape = tuple(ticket.arch["input_shape"])
+    small = ticket.compact(dtype=torch.float32, fold=False)
+    save_compact(small, folder / "compact.safetensors", {"source": "structured ticket, kept channels and kernels"})
+    src_params = ticket.report["parameters"]["source"]
+    n_conv = sum(1 for op in ticket.arch["kwargs"]["plan"] if op["op"] == "conv")
+    return {"structure": structure(ticket),
+            "cost": {"target": cost(target, shape), "compact": cost(small, shape),
+                     "masked_source": {"parameters": src_params, "nonzero_parameters": ticket.report["parameters"]["ticket"],
+                                       "macs": _source_macs(ticket)}},
+            "compact_file": "compact.safetensors", "conv_layers_in_source": n_conv}
+
+
+def _source_macs(ticket) -> int:
+    """Multiply-accumulates of the full source per example, from its plan on the meta device."""
+    from ..compact_net import _shapes
+
+    plan = ticket.arch["kwargs"]["plan"]
+    shapes = _shapes(plan, ticket.arch["input_shape"])
+    macs = 0
+    for i, op in enumerate(plan):
+        if op["op"] == "conv":
+            macs += op["out"] * shapes[i][1] * op["in"] * op["kernel"][0] * op["kernel"][1]
+        elif op["op"] == "linear":
+            macs += op["in"] * op["out"]
+    return int(macs)
 
 
 def cmd_gfs(ns) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 FIRST_LAYERS = ("sign_trick", "linearize", "identity")
 OBJECTIVES = ("min_l1", "min_cardinality", "min_error")
+GRANULARITIES = ("kernel", "filter", "weight")
 
 
 class ConstructionError(ValueError):
@@ -20,7 +21,11 @@ class ConstructionConfig:
     ``eps`` (guarantee mode) bounds the output error over the domain and the construction picks the
     per-parameter tolerances; ``eps_param`` (the papers' mode) solves every subset sum to it instead.
     ``None`` for ``rho`` / ``rho_first`` / ``rho_b`` / ``first_layer`` / ``objective``: chosen from
-    the tolerance and the activation.
+    the tolerance and the activation. ``granularity`` and ``rho_kernel`` are for ``mode="structured"``:
+    what is pruned as a whole (``"kernel"``: single k x k kernels and unused filters; ``"filter"``:
+    expansion filters only; ``"weight"``: single weights, the unstructured ticket of the same source,
+    for comparison) and how many expansion channels each input channel gets (both sides of the sign
+    trick together; ``None``: from the MRSS calibration).
     """
 
     mode: str = "L+1"
@@ -38,6 +43,8 @@ class ConstructionConfig:
     max_growth_rounds: int = 40
     max_rounds: int = 8
     compensate: bool = False
+    granularity: str = "kernel"
+    rho_kernel: int | None = None
 
     @property
     def guarantee(self) -> bool:
@@ -65,6 +72,17 @@ class ConstructionConfig:
         for name, val in (("objective", objective), ("copy_objective", self.copy_objective or objective)):
             if val not in OBJECTIVES:
                 raise ConstructionError(f"{name} must be min_l1, min_cardinality or min_error, got {val!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ConstructionError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.granularity != "kernel" and self.mode != "structured":
+            raise ConstructionError(f"granularity={self.granularity!r} is for mode='structured' (whole kernels and "
+                                    f"filters); mode {self.mode!r} prunes single weights")
+        if self.rho_kernel is not None and (not isinstance(self.rho_kernel, int) or self.rho_kernel < 2):
+            raise ConstructionError(f"rho_kernel must be a whole number >= 2 (or None: from the MRSS calibration), "
+                                    f"got {self.rho_kernel!r}")
+        if self.rho_kernel is not None and self.mode != "structured":
+            raise ConstructionError(f"rho_kernel sizes the expansion layers of mode='structured', not {self.mode!r}; "
+                                    f"use rho_first")
         if self.first_layer is not None and self.first_layer not in FIRST_LAYERS:
             raise ConstructionError(f"first_layer must be one of {FIRST_LAYERS}, got {self.first_layer!r}")
         return replace(self, objective=objective)
@@ -83,6 +101,10 @@ class RoundSettings:
     max_growth_rounds: int
     compensate: bool
     layer_eps: list | None = None  # per target layer (guarantee mode); None: eps_param everywhere
+    rho_kernel: int = 0            # structured: expansion channels per input channel of a k x k conv (0: calibrated)
+    delta: float = 0.01            # structured: failure probability the calibrated counts aim at
+    granularity: str = "kernel"
+    beam_width: int = 256          # vector (whole-kernel) instances: the beam search's width
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param

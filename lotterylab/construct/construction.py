@@ -30,7 +30,8 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               rho_first: int | None = None, rho_b: int | None = None, first_layer: str | None = None,
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
               max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
-              copy_objective: str | None = None, compensate: bool = False, log=None) -> Ticket:
+              copy_objective: str | None = None, compensate: bool = False, granularity: str = "kernel",
+              rho_kernel: int | None = None, log=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -51,10 +52,16 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     solves each layer's inputs in blocks, in order, and shifts the subset-sum targets of the inputs not
     yet solved so that they cancel, in least squares over the sample, the errors already made
     (GPTQ-style error compensation).
+    ``mode="structured"`` (da Cunha et al. 2023) prunes whole k x k kernels (``granularity="kernel"``)
+    or whole expansion filters only (``"filter"``: one subset per input channel serves all its output
+    kernels at once, a vector of c_out * k * k entries, at most 49; ``"weight"``: single weights, the
+    unstructured ticket of the same source); ``rho_kernel`` overrides the calibrated number of
+    expansion channels per input channel.
     ``log``: a callable that receives one line per layer and round (progress of long constructions).
     """
     cfg = ConstructionConfig(mode, eps, seed, eps_param, delta, rho, rho_first, rho_b, first_layer, objective,
-                             copy_objective, s1, max_growth_rounds, max_rounds, compensate).check(FAMILIES)
+                             copy_objective, s1, max_growth_rounds, max_rounds, compensate, granularity,
+                             rho_kernel).check(FAMILIES)
     return run(target, cfg, domain, input_shape=input_shape, calibration=calibration, log=log)
 
 
@@ -157,5 +164,6 @@ def _round_settings(cfg: ConstructionConfig, t, scale_biases, layer_eps: list[fl
     r1 = min(r1, 2 * subsetsum.MAX_N if sign else subsetsum.MAX_N)
     rb = cfg.rho_b or min(40, 2 * r)  # ReLU: about half the constants are usable (beta > 0)
     return RoundSettings(ep, min(r, subsetsum.MAX_N), r1, rb, cfg.objective, cfg.copy_objective,
-                         cfg.max_growth_rounds, cfg.compensate, list(layer_eps) if guarantee else None)
+                         cfg.max_growth_rounds, cfg.compensate, list(layer_eps) if guarantee else None,
+                         rho_kernel=cfg.rho_kernel or 0, delta=cfg.delta, granularity=cfg.granularity)
 

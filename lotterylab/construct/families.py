@@ -28,6 +28,7 @@ class Family:
     name = ""
     joins_rows = False               # layers added row by row (their constants add too)
     compensates_convolutions = True  # compensation on conv layers (declined where measured to hurt)
+    kernel_instances = False         # k x k layers: one vector instance per kernel (structured tickets)
 
     def build(self, e) -> None:
         raise NotImplementedError
@@ -50,11 +51,12 @@ def register_family(cls: type[Family]) -> type[Family]:
     return cls
 
 
-def univariate_layer(e, n_in: int, a: float, b: float, spatial: bool = False, reads: int | None = None):
+def univariate_layer(e, n_in: int, a: float, b: float, spatial: bool = False, reads: int | None = None,
+                     rho1: int | None = None, init: str = "uniform"):
     """Copies of each input unit (a 1x1 conv on a feature map) plus constant neurons."""
-    rho1, rb = e.cfg.rho_first, e.cfg.rho_b
+    rho1, rb = rho1 or e.cfg.rho_first, e.cfg.rho_b
     geo = {"op": "conv", "kernel": [1, 1], "stride": [1, 1], "padding": [0, 0]} if spatial else {"op": "linear"}
-    L = e.src.add_layer(n_in * rho1 + rb, n_in, a, b, e.psi.name, geo=geo, reads=reads)
+    L = e.src.add_layer(n_in * rho1 + rb, n_in, a, b, e.psi.name, geo=geo, reads=reads, init=init)
     L.unit_rows = {j: list(range(j * rho1, (j + 1) * rho1)) for j in range(n_in)}
     L.mW[torch.arange(n_in * rho1), torch.arange(n_in).repeat_interleave(rho1), 0] = True
     L.const_rows = list(range(n_in * rho1, n_in * rho1 + rb))
@@ -125,6 +127,16 @@ class TwoL(Family):
     def source_depth(self, target_depth: int) -> int:
         return 2 * target_depth
 
+    init = "uniform"  # the source's weight distribution
+
+    def copies(self, e, l: int) -> int:
+        """Copies of each input unit in target layer l's univariate layer."""
+        return e.cfg.rho_first
+
+    def weight_scale(self, e, l: int) -> float:
+        """The assembling layer's weight scale (uniform: the half-width)."""
+        return w_scale(e, l, True)
+
     def build(self, e) -> None:
         # per target layer a univariate layer (reading the previous pair's outputs) + an assembling layer;
         # residual targets: U reads the assembling layer of the target layer's input, and the assembling
@@ -137,10 +149,11 @@ class TwoL(Family):
             last = l == L - 1
             n_out, n_in = t.weights[l].shape[:2]
             U = univariate_layer(e, n_in, a_scale(e, l), b_scale(e, l), spatial=spatial_input(t, l),
-                                 reads=a_of[t.input_of(l)])
+                                 reads=a_of[t.input_of(l)], rho1=self.copies(e, l), init=self.init)
             g = layer_shape(t, l)
-            A = e.src.add_layer(n_out, U.W.shape[0], w_scale(e, l, True), 1.0,
-                                None if last else t.activations[l], g["taps"], g["geo"], g["post"], g["centre"])
+            A = e.src.add_layer(n_out, U.W.shape[0], self.weight_scale(e, l), 1.0,
+                                None if last else t.activations[l], g["taps"], g["geo"], g["post"], g["centre"],
+                                init=self.init)
             add = t.add_of(l)
             A.add_from = a_of[add["from"]] if add is not None else None
             a_of[l] = A.index
@@ -154,3 +167,59 @@ class TwoL(Family):
         n_out = [t.w3(i).shape[0] for i in range(t.depth)]
         params = sum(2 * rho * n_in[i] * (n_in[i] + n_out[i] * t.w3(i).shape[2]) for i in range(t.depth))
         return {"formula": "sum_i 2 n_i d_{i-1} (d_{i-1} + d_i) (Pensia et al.)", "source_parameters": params}
+
+
+@register_family
+class Structured(TwoL):
+    """Structured strong tickets (da Cunha, d'Amore, Natale, NeurIPS 2023, arXiv:2311.09858).
+
+    The 2L layout with a Gaussian source: per target conv layer a 1x1 expansion layer (each
+    expansion channel tied to one input channel) and a k x k layer. Each target kernel
+    ``K[o, j, :, :]`` is approximated, in l-infinity over its k*k entries, by a subset of input
+    channel j's expansion channels' *whole* kernels ``a_m * W[o, m, :, :]`` (normally-scaled-normal
+    vectors): one multidimensional subset sum per (o, j) and side, so the ticket keeps or prunes
+    whole kernels, and expansion channels no kernel uses are removed entirely (filter pruning).
+    Linear layers (and 1x1 convs) are the D = 1 case: every weight its own "kernel". Biases come from
+    constant channels through the centre tap, as in 2L: they fold exactly into the compact network's
+    biases. Candidate counts per layer come from the MRSS calibration (``sizes.kernel_rho``).
+    """
+
+    name = "structured"
+    kernel_instances = True
+    compensates_convolutions = False  # kernel instances take their targets as given
+    init = "normal"
+
+    def copies(self, e, l: int) -> int:
+        T = e.t.w3(l).shape[2]
+        if T == 1 or not e.t.geometry or e.t.geometry[l]["kind"] != "conv":
+            return e.cfg.rho_first
+        if e.cfg.rho_kernel:
+            return e.cfg.rho_kernel
+        from .sizes import kernel_rho
+
+        m = max(float(e.t.weights[l].abs().max()), float(e.scale_biases[l].abs().max()), 1e-6)
+        n = kernel_rho(T, e.cfg.eps_for(l) / m, e.cfg.delta)
+        return n * e.first.sides  # the sign trick: about half of the copies land on each side
+
+    def build(self, e) -> None:
+        from .. import subsetsum
+        from .config import ConstructionError
+
+        for l in range(e.t.depth):
+            n_out, T = e.t.w3(l).shape[0], e.t.w3(l).shape[2]
+            conv = bool(e.t.geometry) and e.t.geometry[l]["kind"] == "conv"
+            if e.cfg.granularity == "filter" and conv and T > 1 and n_out * T > subsetsum.MAX_D:
+                raise ConstructionError(
+                    f"granularity='filter' solves one subset per input channel for all {n_out} output kernels of "
+                    f"target layer {l} at once: {n_out} x {T} = {n_out * T} entries, above the solver's limit on d "
+                    f"({subsetsum.MAX_D}); use granularity='kernel' (whole kernels and unused filters pruned)")
+        super().build(e)
+
+    def weight_scale(self, e, l: int) -> float:
+        # N(0, m^2) with m the largest target parameter: targets lie in [-m, m], as in the calibration
+        # (NSN candidates, targets uniform on [-1, 1]^D)
+        return w_scale(e, l, True) / 1.5
+
+    def theory_bound(self, t, rho: int) -> dict:
+        return {"formula": "n = poly(d, c) polylog(1/eps) per layer (da Cunha et al. 2023; exponents not "
+                           "retrieved): see the MRSS calibration for the measured n", "source_parameters": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..masks import Mask
 from ..tickets import Ticket
 from .certificate import Certificate, unresolved_per_layer
+from .source import init_spec
 
 
 def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wall: float) -> Ticket:
@@ -28,7 +29,7 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
     plan = []
     end = {-1: -1}  # source layer -> plan position of its output (after activation and pooling)
     for k, L in enumerate(src.layers):
-        init[f"{L.name}.weight"] = {"dist": "uniform", "low": -L.w_scale, "high": L.w_scale, "address": "grid"}
+        init[f"{L.name}.weight"] = init_spec(L)
         init[f"{L.name}.bias"] = {"dist": "uniform", "low": -L.b_scale, "high": L.b_scale}
         rows, cols = L.W.shape[:2]
         if L.geo is not None and L.geo["op"] == "conv":

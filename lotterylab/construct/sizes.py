@@ -79,3 +79,32 @@ def _choose_n_cached(dist: str, eps_rel: float, delta: float) -> int:
         except ValueError:
             _N_CACHE[key] = subsetsum.MAX_N
     return _N_CACHE[key]
+
+
+_KERNEL_TABLE: dict | None = None
+
+
+def kernel_rho(d: int, eps_rel: float, delta: float) -> int:
+    """NSN candidates per side for a d-dimensional (kernel) subset sum at relative tolerance eps_rel.
+
+    Read from the MRSS calibration (``benchmarks/mrss_calibration.py`` writes ``mrss_n.json``: the
+    smallest n whose 95 % upper failure bound is <= its delta, targets on [-1, 1]^D): the entry of the
+    smallest calibrated D >= d and the largest calibrated eps <= eps_rel. Beyond the table (finer
+    tolerances, larger kernels, or no n <= 512 was enough) the solver's limit is used and failed
+    instances grow the source as usual. ``delta`` below the table's asks for the limit too."""
+    global _KERNEL_TABLE
+    if _KERNEL_TABLE is None:
+        import json
+        from pathlib import Path
+
+        _KERNEL_TABLE = json.loads((Path(__file__).with_name("mrss_n.json")).read_text())
+    tab = _KERNEL_TABLE
+    if delta < tab["delta"]:
+        return subsetsum.MAX_N_VECTOR
+    cells = [(int(k.split(":")[0]), float(k.split(":")[1]), v) for k, v in tab["n_needed"].items()]
+    ds = sorted({c[0] for c in cells if c[0] >= d})
+    es = sorted({c[1] for c in cells if c[1] <= eps_rel + 1e-12}, reverse=True)
+    if not ds or not es:
+        return subsetsum.MAX_N_VECTOR
+    n = next(c[2] for c in cells if c[0] == ds[0] and c[1] == es[0])
+    return subsetsum.MAX_N_VECTOR if n is None else int(n)

@@ -42,6 +42,7 @@ class SourceLayer:
     unit_rows: dict = field(default_factory=dict)   # univariate layer: input unit -> rows copying it
     copy_rows: dict = field(default_factory=dict)   # copy / assembling layer: target neuron -> rows
     const_rows: list = field(default_factory=list)  # constant neurons (own bias kept)
+    init: str = "uniform"  # weights U[-w_scale, w_scale], or "normal": N(0, w_scale^2) (structured tickets)
 
     @property
     def name(self) -> str:
@@ -94,7 +95,7 @@ class RandomSource:
 
     def add_layer(self, rows: int, cols: int, w_scale: float, b_scale: float, act: str | None, taps: int = 1,
                   geo: dict | None = None, post: list | None = None, centre: int = 0,
-                  reads: int | None = None) -> SourceLayer:
+                  reads: int | None = None, init: str = "uniform") -> SourceLayer:
         """A new layer reading layer ``reads`` (default: the last one; -1: the network input)."""
         k = len(self.layers)
         reads = k - 1 if reads is None else reads
@@ -103,7 +104,7 @@ class RandomSource:
                    Wbuf=torch.empty(rows, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
                    mWbuf=torch.zeros(rows, cols, taps, dtype=torch.bool, device=self.device),
                    mb=torch.zeros(0, dtype=torch.bool, device=self.device), R=0, C=cols, prefix=self.prefix, geo=geo,
-                   post=list(post or []), centre=centre, input_layer=None if reads == k - 1 else reads)
+                   post=list(post or []), centre=centre, input_layer=None if reads == k - 1 else reads, init=init)
         self.layers.append(L)
         self.add_rows(L, rows)
         return L
@@ -114,8 +115,7 @@ class RandomSource:
             return []
         # grid addressing: entry (row, col, tap) at (row, col * taps + tap), the layout of a conv weight
         T = L.T
-        w = rng.uniform_grid(self.seed, rng.stream_id(L.name + ".weight"), (n, L.W.shape[1] * T), -L.w_scale,
-                             L.w_scale, self.device, row_offset=r0).view(n, -1, T)
+        w = _grid(L, self.seed, (n, L.W.shape[1] * T), self.device, row_offset=r0).view(n, -1, T)
         b = rng.uniform(self.seed, rng.stream_id(L.name + ".bias"), (n,), -L.b_scale, L.b_scale, self.device, offset=r0)
         L.reserve(r0 + n, L.C)
         L.Wbuf[r0:r0 + n, :L.C] = w
@@ -125,8 +125,7 @@ class RandomSource:
         L.mb = torch.cat([L.mb, torch.zeros(n, dtype=torch.bool, device=self.device)])
         for nxt in (self.layers[i] for i in self.readers.get(L.index, [])):  # its readers gain input columns
             c0, T2 = nxt.W.shape[1], nxt.T
-            w2 = rng.uniform_grid(self.seed, rng.stream_id(nxt.name + ".weight"), (nxt.W.shape[0], n * T2),
-                                  -nxt.w_scale, nxt.w_scale, self.device, col_offset=c0 * T2).view(-1, n, T2)
+            w2 = _grid(nxt, self.seed, (nxt.W.shape[0], n * T2), self.device, col_offset=c0 * T2).view(-1, n, T2)
             nxt.reserve(nxt.R, c0 + n)
             nxt.Wbuf[:nxt.R, c0:c0 + n] = w2
             nxt.mWbuf[:nxt.R, c0:c0 + n] = False
@@ -135,6 +134,21 @@ class RandomSource:
 
     def widths(self) -> list[int]:
         return [self.layers[0].W.shape[1]] + [L.W.shape[0] for L in self.layers]
+
+
+def _grid(L: SourceLayer, seed: int, shape, device, row_offset: int = 0, col_offset: int = 0) -> torch.Tensor:
+    """A block of L's weights at their grid addresses, from L's distribution."""
+    stream = rng.stream_id(L.name + ".weight")
+    if L.init == "normal":
+        return rng.normal_grid(seed, stream, shape, 0.0, L.w_scale, device, row_offset, col_offset)
+    return rng.uniform_grid(seed, stream, shape, -L.w_scale, L.w_scale, device, row_offset, col_offset)
+
+
+def init_spec(L: SourceLayer) -> dict:
+    """The ticket file's record of how L's weights are drawn."""
+    if L.init == "normal":
+        return {"dist": "normal", "mean": 0.0, "std": L.w_scale, "address": "grid"}
+    return {"dist": "uniform", "low": -L.w_scale, "high": L.w_scale, "address": "grid"}
 
 
 def layer_shape(t, l: int) -> dict:

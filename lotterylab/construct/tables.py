@@ -17,10 +17,10 @@ from .first_layer import LinearRegime
 from .source import SourceLayer
 
 
-def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime):
+def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: int = subsetsum.MAX_N):
     """``(col, coef, valid, mult)``: per input unit and side, candidate rows of ``P`` ``[units, S, n]``,
     their coefficient (the univariate weight's worth, or 1 for copies), validity, and each side's
-    target multiplier. Each (unit, side) keeps its most recent ``subsetsum.MAX_N`` candidates."""
+    target multiplier. Each (unit, side) keeps its most recent ``limit`` candidates (the solver's n)."""
     table = P.unit_rows if product else P.copy_rows
     n_in = len(table)
     lengths = torch.tensor([len(table[j]) for j in range(n_in)], dtype=torch.long)
@@ -35,17 +35,17 @@ def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime):
         mult = torch.ones(1, dtype=torch.float64)
     rows, unit, side, coef_all = rows[keep], unit[keep], side[keep], coef_all[keep]
     # position of each candidate within its (unit, side) group, in list order (newest last), and the
-    # group's size: keep the most recent MAX_N of every group
+    # group's size: keep the most recent `limit` of every group
     g = unit * S + side
     order = torch.sort(g, stable=True).indices
     count = torch.bincount(g, minlength=n_in * S)
     start = torch.cumsum(count, 0) - count
     pos = torch.empty_like(g)
     pos[order] = torch.arange(len(g)) - start[g[order]]
-    drop = (count[g] - subsetsum.MAX_N).clamp(min=0)
+    drop = (count[g] - limit).clamp(min=0)
     k = pos >= drop
     slot = (pos - drop)[k]
-    n_max = max(1, int(count.clamp(max=subsetsum.MAX_N).max()) if len(count) else 1)
+    n_max = max(1, int(count.clamp(max=limit).max()) if len(count) else 1)
     col = torch.zeros(n_in, S, n_max, dtype=torch.long)
     coef = torch.zeros(n_in, S, n_max, dtype=torch.float64)
     valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
