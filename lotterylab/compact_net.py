@@ -27,8 +27,9 @@ from .activations import make_activation
 from .models import run_plan
 
 
-def _shapes(plan: list[dict], input_shape) -> list[tuple[int, int]]:
-    """(channels, positions per channel) of every plan position's output, on the meta device (no memory)."""
+def _shapes(plan: list[dict], input_shape, added: dict | None = None) -> list[tuple[int, int]]:
+    """(channels, positions per channel) of every plan position's output, on the meta device (no memory);
+    ``added``: a compact network's channel selections of residual sums (their sizes only matter)."""
     def layer(op):
         if op["op"] == "linear":
             return lambda h: torch.empty(1, op["out"], device="meta")
@@ -37,7 +38,8 @@ def _shapes(plan: list[dict], input_shape) -> list[tuple[int, int]]:
 
     layers = [layer(op) for op in plan if op["op"] in ("conv", "linear")]
     acts = {str(i): (lambda h: h) for i, op in enumerate(plan) if op["op"] == "act"}
-    outs = run_plan(plan, torch.empty(1, *input_shape, device="meta"), layers, acts)
+    sel = None if added is None else {i: v.to("meta") for i, v in added.items()}
+    outs = run_plan(plan, torch.empty(1, *input_shape, device="meta"), layers, acts, sel)
     shapes: list[tuple[int, int]] = []
     for op, h in zip(plan, outs):
         # a flattened map keeps its channels (a Linear layer reading it reads them position by position)
@@ -98,7 +100,9 @@ class CompactNet(nn.Module):
 
     def bytes_per_example(self) -> int:
         """The largest intermediate map of one example (batch sizes are chosen from it)."""
-        return max(c * p for c, p in _shapes(self._meta_plan(), self.input_shape)) * self.layers[0].weight.element_size()
+        added = {i: getattr(self, f"add_{i}") for i, op in enumerate(self.plan) if "add" in op}
+        shapes = _shapes(self._meta_plan(), self.input_shape, added)
+        return max(c * p for c, p in shapes) * self.layers[0].weight.element_size()
 
     def _meta_plan(self) -> list[dict]:
         """The plan with this network's channel counts (the source's spatial arithmetic)."""
