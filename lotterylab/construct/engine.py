@@ -61,7 +61,8 @@ class Engine:
         """Solve padded instances (float64, CPU); padding candidates are 0 and never help.
 
         Vector instances (whole kernels) beyond exact enumeration are solved by the beam search, which
-        has min_error and min_cardinality only: min_l1 becomes min_cardinality there (the report says so)."""
+        has min_error and min_cardinality only: min_l1 becomes min_cardinality there (the report's
+        ``kernel_objective`` says so)."""
         t0 = time.perf_counter()
         objective = (self.cfg.copy_objective or self.cfg.objective) if copies else self.cfg.objective
         if values.dim() == 3 and objective == "min_l1":

@@ -81,6 +81,10 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
                    "high": hi.tolist() if hi.numel() <= 64 else [float(hi.max())]},
         "theory_width_bound": e.family.theory_bound(t, cfg.rho),
     }
+    if e.family.kernel_instances:  # what the whole-kernel instances were solved with (the beam has no min_l1)
+        report["granularity"] = cfg.granularity
+        report["kernel_objective"] = "min_error" if cfg.objective == "min_error" else "min_cardinality"
+        report["beam_width"] = cfg.beam_width
     return Ticket(arch, init, e.seed, mask, report)
 
 
