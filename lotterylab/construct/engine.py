@@ -17,7 +17,7 @@ import torch
 
 from .. import subsetsum
 from ..target import TargetMLP
-from . import growth
+from . import growth, kernels
 from .config import ConstructionError, RoundSettings
 from .first_layer import LinearRegime
 from .ledger import Ledger
@@ -93,7 +93,7 @@ class Engine:
                 and C.geo["op"] == "conv"):
             # (a Linear head over a flattened map also has taps, one per position: those are single
             # weights, the D = 1 case)
-            return self.solve_kernel_pairs(C, P, rows, units, clear)
+            return kernels.solve_kernel_pairs(self, C, P, rows, units, clear)
         inf = self.ledgers[C.index]
         product = inf.product
         W_t = self.t.w3(inf.tl)  # [n_out, n_in, T]
@@ -135,93 +135,6 @@ class Engine:
             inf.l1v[r, u] = l1.view(len(r), T)
             inf.ok[r, u] = ok
         return ok_all
-
-    def solve_kernel_pairs(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, units: torch.Tensor,
-                           clear: bool = True) -> torch.Tensor:
-        """Structured tickets (da Cunha et al. 2023): one vector instance per (pair, side) over whole
-        kernels. Candidate m contributes ``coef_m * W[row, m, :]`` (all T taps at once) and is kept or
-        pruned as a whole kernel; l-infinity error over the taps."""
-        if self.cfg.granularity == "filter":
-            return self.solve_filter_units(C, P, rows, units)
-        inf = self.ledgers[C.index]
-        W_t = self.t.w3(inf.tl)
-        col, coef, valid, mult = self.tables(P, inf.product, subsetsum.MAX_N_VECTOR)
-        S, n_max, T = col.shape[1], col.shape[2], C.T
-        ep = self.cfg.eps_for(inf.tl)
-        eps = self.first.pair_eps(ep) if inf.product else ep
-        neuron = inf.neuron[rows]
-        ok_all = torch.ones(len(rows), dtype=torch.bool)
-        self.version[C.index] += 1
-        dev = C.mW.device
-        chunk = max(1, 1_500_000 // (S * n_max * T))
-        for c0 in range(0, len(rows), chunk):
-            r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
-            v = candidate_values(C, r, u, col, valid, coef)  # [k, T, S, n]
-            tgt = W_t[i, u].unsqueeze(1) * mult.view(1, -1, 1) + inf.shift[r, u, :S]  # [k, S, T]
-            res = self.run(v.permute(0, 2, 3, 1).reshape(-1, n_max, T), tgt.reshape(-1, T), eps,
-                           copies=not inf.product)
-            ok = res.ok.view(len(r), S).all(1)
-            ok_all[c0:c0 + chunk] = ok
-            if clear:
-                all_r, all_c = unit_columns(P, inf.product, r, u)
-                C.mW[all_r.to(dev), all_c.to(dev)] = False
-            inst, jj = res.mask.nonzero(as_tuple=True)  # instance = (pair, side)
-            kk, ss = inst // S, inst % S
-            keep = valid[u[kk], ss, jj]
-            kk, ss, jj = kk[keep], ss[keep], jj[keep]
-            cols = col[u[kk], ss, jj]
-            C.mW[r[kk].to(dev), cols.to(dev)] = True  # the whole kernel: every tap
-            sums = res.sum.double().view(len(r), S, T)
-            inf.p[r, u] = sums[:, 0]
-            if S == 2:
-                inf.q[r, u] = sums[:, 1]
-            w = C.W[r[kk].to(dev), cols.to(dev)].double().cpu().abs()  # [m, T]
-            inf.l1v[r, u] = torch.zeros(len(r), T, dtype=torch.float64).index_add_(0, kk, w)
-            inf.ok[r, u] = ok
-        return ok_all
-
-    def solve_filter_units(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, units: torch.Tensor):
-        """Structured tickets at filter granularity: one subset of input unit j's expansion channels serves
-        every output kernel at once (a vector of outputs x taps entries), so a kept expansion channel
-        keeps all its kernels and only whole filters are pruned. Returns ok per given (row, unit) pair:
-        that of its unit."""
-        inf = self.ledgers[C.index]
-        W_t = self.t.w3(inf.tl)
-        col, coef, valid, mult = self.tables(P, inf.product, subsetsum.MAX_N_VECTOR)
-        S, n_max, T = col.shape[1], col.shape[2], C.T
-        eps = self.first.pair_eps(self.cfg.eps_for(inf.tl)) if inf.product else self.cfg.eps_for(inf.tl)
-        rows_all = C.copy_row_index()
-        R = len(rows_all)
-        uu = units.unique()
-        self.version[C.index] += 1
-        dev = C.mW.device
-        cu = col[uu]  # [k, S, n]
-        Wsel = C.W[rows_all.to(dev)][:, cu.to(dev)].double().cpu()  # [R, k, S, n, T]
-        vals = Wsel * (coef[uu] * valid[uu]).unsqueeze(0).unsqueeze(-1)
-        vals = vals.permute(1, 2, 3, 0, 4).reshape(len(uu) * S, n_max, R * T)
-        tgt = W_t[inf.neuron[rows_all]][:, uu].permute(1, 0, 2).unsqueeze(1) * mult.view(1, -1, 1, 1)  # [k, S, R, T]
-        tgt = tgt + inf.shift[rows_all][:, uu, :S].permute(1, 2, 0, 3)
-        res = self.run(vals, tgt.reshape(-1, R * T), eps, copies=not inf.product)
-        ok_u = res.ok.view(len(uu), S).all(1)
-        all_r, all_c = unit_columns(P, inf.product, rows_all.repeat(len(uu)), uu.repeat_interleave(R))
-        C.mW[all_r.to(dev), all_c.to(dev)] = False
-        inst, jj = res.mask.nonzero(as_tuple=True)
-        kk, ss = inst // S, inst % S
-        keep = valid[uu[kk], ss, jj]
-        kk, ss, jj = kk[keep], ss[keep], jj[keep]
-        cols = col[uu[kk], ss, jj].unique()
-        C.mW[rows_all.view(-1, 1).to(dev), cols.view(1, -1).to(dev)] = True  # every kernel of a kept filter
-        sums = res.sum.double().view(len(uu), S, R, T)
-        for side, field in ((0, inf.p), (1, inf.q)):
-            if side < S:
-                field[rows_all.view(-1, 1), uu.view(1, -1)] = sums[:, side].permute(1, 0, 2)
-        w = (C.W[rows_all.to(dev)][:, col[uu].to(dev)].double().cpu().abs() *
-             torch.zeros(len(uu), S, n_max, dtype=torch.float64).index_put_((kk, ss, jj), torch.ones(len(kk),
-                                                                             dtype=torch.float64)).unsqueeze(-1))
-        inf.l1v[rows_all.view(-1, 1), uu.view(1, -1)] = w.sum((2, 3))  # [R, k, T]
-        inf.ok[rows_all.view(-1, 1), uu.view(1, -1)] = ok_u.view(1, -1)
-        pos = torch.searchsorted(uu, units)
-        return ok_u[pos]
 
     def solve_biases(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
         inf = self.ledgers[C.index]
