@@ -9,7 +9,8 @@ position) are counted apart; their one-tap kernels are biases, not kernels. It a
 removed expansion channel is zero in every parameter that touches it (weights in, bias, weights out).
 
 :func:`cost` gives parameters and multiply-accumulates per example of any plain network (the
-compact ticket, the target, the masked source), counted on the layers' real shapes.
+compact ticket, the target), counted on the layers' real shapes; :func:`plan_macs` the same count
+for a source plan without building it (a source can hold 10^8 weights).
 """
 
 from __future__ import annotations
@@ -80,3 +81,17 @@ def cost(net: nn.Module, input_shape) -> dict:
     params = sum(p.numel() for p in net.parameters())
     nonzero = sum(int(p.count_nonzero()) for p in net.parameters())
     return {"parameters": params, "nonzero_parameters": nonzero, "macs": int(sum(macs))}
+
+
+def plan_macs(plan: list[dict], input_shape) -> int:
+    """Multiply-accumulates per example of a ``source_net`` plan's dense layers, from its shapes alone."""
+    from .compact_net import _shapes
+
+    shapes = _shapes(plan, input_shape)
+    macs = 0
+    for i, op in enumerate(plan):
+        if op["op"] == "conv":
+            macs += op["out"] * shapes[i][1] * op["in"] * op["kernel"][0] * op["kernel"][1]
+        elif op["op"] == "linear":
+            macs += op["in"] * op["out"]
+    return int(macs)

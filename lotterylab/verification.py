@@ -50,8 +50,7 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     net = _network(ticket, device)
     f = _as_float64(target, device)
     g = _as_float64(net, device)
-    if hasattr(g, "bytes_per_example"):  # wide convolutional tickets: about 1 GiB of float64 maps per batch
-        batch = max(1, min(batch, (1 << 30) // max(1, 3 * g.bytes_per_example())))
+    batch = _batch_for(g, batch)
     shape = None
     if input_shape is not None:
         shape = tuple(int(s) for s in input_shape)
@@ -192,14 +191,20 @@ def _as_float64(m: nn.Module, device, sparse_below: float = 0.2) -> nn.Module:
 
 
 @torch.no_grad()
+def _batch_for(net, batch: int) -> int:
+    """Wide convolutional tickets: a batch of about 1 GiB of float64 maps (``batch`` at most)."""
+    if hasattr(net, "bytes_per_example"):
+        return max(1, min(batch, (1 << 30) // max(1, 3 * net.bytes_per_example())))
+    return batch
+
+
 def compare(target: nn.Module, network, split, batch: int = 2000, device=None) -> dict:
     """Target and ticket network (a module, or a Ticket: its compact network where it has one) on
     labelled data (e.g. the test set), in float64: accuracies, top-1 agreement and the largest
     output difference."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     f, g = _as_float64(target, device), _as_float64(_network(network, device), device)
-    if hasattr(g, "bytes_per_example"):  # wide convolutional tickets: about 1 GiB of float64 maps per batch
-        batch = max(1, min(batch, (1 << 30) // max(1, 3 * g.bytes_per_example())))
+    batch = _batch_for(g, batch)
     n = len(split)
     acc_t = acc_k = agree = 0
     err = 0.0

@@ -148,34 +148,18 @@ def cmd_construct(ns) -> int:
 def _structured_outputs(ns, target, ticket, folder: Path) -> dict:
     """The compact network (only the kept channels and kernels, float32) and its cost beside the target's."""
     from ..compact_net import save_compact
-    from ..structured import cost, structure
+    from ..structured import cost, plan_macs, structure
 
     stage(ns, "structured ticket: the compact network and its cost")
     shape = tuple(ticket.arch["input_shape"])
     small = ticket.compact(dtype=torch.float32, fold=False)
     save_compact(small, folder / "compact.safetensors", {"source": "structured ticket, kept channels and kernels"})
     src_params = ticket.report["parameters"]["source"]
-    n_conv = sum(1 for op in ticket.arch["kwargs"]["plan"] if op["op"] == "conv")
     return {"structure": structure(ticket),
             "cost": {"target": cost(target, shape), "compact": cost(small, shape),
                      "masked_source": {"parameters": src_params, "nonzero_parameters": ticket.report["parameters"]["ticket"],
-                                       "macs": _source_macs(ticket)}},
-            "compact_file": "compact.safetensors", "conv_layers_in_source": n_conv}
-
-
-def _source_macs(ticket) -> int:
-    """Multiply-accumulates of the full source per example, from its plan on the meta device."""
-    from ..compact_net import _shapes
-
-    plan = ticket.arch["kwargs"]["plan"]
-    shapes = _shapes(plan, ticket.arch["input_shape"])
-    macs = 0
-    for i, op in enumerate(plan):
-        if op["op"] == "conv":
-            macs += op["out"] * shapes[i][1] * op["in"] * op["kernel"][0] * op["kernel"][1]
-        elif op["op"] == "linear":
-            macs += op["in"] * op["out"]
-    return int(macs)
+                                       "macs": plan_macs(ticket.arch["kwargs"]["plan"], shape)}},
+            "compact_file": "compact.safetensors"}
 
 
 def cmd_gfs(ns) -> int:

@@ -7,7 +7,7 @@ from torch import nn
 
 import lotterylab as ll
 from lotterylab.construct import ConstructionError
-from lotterylab.structured import cost, structure
+from lotterylab.structured import cost, plan_macs, structure
 
 from targets import SHAPE, small_cnn, trained_on_templates
 
@@ -61,6 +61,7 @@ def test_compact_equals_the_masked_source_and_reloads(fold, tmp_path):
     assert float((a - b).abs().max()) <= 1e-6 * max(1.0, float(a.abs().max()))
     c, c_src = cost(small, SHAPE), cost(net, SHAPE)
     assert c["parameters"] < c_src["parameters"] and c["macs"] < c_src["macs"]  # physically smaller
+    assert plan_macs(ticket.arch["kwargs"]["plan"], SHAPE) == c_src["macs"]  # the source's count, unbuilt
     back = ll.load_ticket(ticket.save(tmp_path / "t.safetensors")).compact(fold=fold)
     sd, sd2 = small.state_dict(), back.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
