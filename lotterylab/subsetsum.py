@@ -139,10 +139,13 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
     ``brute_force`` (enumerate all 2**n subsets on the device: the reference, n <= 24) or ``beam``
     (vector instances: the beam-search heuristic at any size, as used beyond exact enumeration).
     An exact MILP for vector instances is :func:`lotterylab.subsetsum_milp.solve_milp`.
+    ``beam_width`` is used by the vector heuristic only (exactly solved instances do not need it).
     """
     eps = _validate(values, targets, eps, objective, k)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be a positive integer, got {beam_width!r}")
     B, n = values.shape[:2]
     vector = values.dim() == 3
     device = values.device
@@ -245,8 +248,6 @@ def _solve_beam(values, targets, eps, objective, width) -> SubsetSumResult:
                          f"{objective!r}")
     if not HAVE_NUMBA:
         raise RuntimeError("vector instances beyond exact enumeration need numba (pip install numba)")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"beam_width must be a positive integer, got {width!r}")
     B, n, d = values.shape
     device = values.device
     mask = torch.zeros(B, n, dtype=torch.bool)

@@ -83,5 +83,7 @@ def test_realistic_sizes_and_the_limits():
         ss.solve(torch.zeros(1, 40, 4), torch.zeros(1, 4), 0.1, "min_l1")
     with pytest.raises(ValueError, match="beam_width"):
         ss.solve(torch.zeros(1, 40, 4), torch.zeros(1, 4), 0.1, beam_width=0)
+    with pytest.raises(ValueError, match="beam_width"):  # refused before any work, whichever solver would run
+        ss.solve(torch.zeros(1, 8), torch.zeros(1), 0.1, beam_width=0)
     with pytest.raises(ValueError, match="scalar instances"):
         ss.solve(torch.zeros(1, 8), torch.zeros(1), 0.1, backend="beam")
