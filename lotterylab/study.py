@@ -243,22 +243,30 @@ def cells_key(cfg: PretrainStudyConfig) -> str:
     return run_hash(d)
 
 
-def _size_job(cfg: PretrainStudyConfig, data_name: str, m: int, out: Path, threads: int) -> list[dict]:
-    """One subset size, in a worker process: pre-train, then every cell (each written once)."""
+def _size_cells(cfg: PretrainStudyConfig, data: DataSplits, m: int, out: Path, device=None) -> None:
+    """One subset size: pre-train, then every cell (each written once), then the size's record."""
+    pretrain(cfg, data, m, out, device)
+    its = parse_ints(cfg.iterations)
+    write_json(out / "sizes" / f"m{m}.json", {"m": m, "iterations": its,
+                                                "cells": [cell(cfg, data, m, t, out, device) for t in its]})
+
+
+def _size_job(cfg: PretrainStudyConfig, data_name: str, m: int, out: Path) -> None:
+    """:func:`_size_cells` in a worker (the executor has set its threads): the data set is reloaded by name."""
     from . import data as data_mod
 
-    torch.set_num_threads(threads)
-    data = data_mod.load(data_name)
-    pretrain(cfg, data, m, out)
-    return [cell(cfg, data, m, t, out) for t in parse_ints(cfg.iterations)]
+    _size_cells(cfg, data_mod.load(data_name), m, out)
 
 
 def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str | Path = "runs/study",
-              device=None, plots_dir: str | Path | None = None, log=print, workers: int = 1, nested: bool = True) -> dict:
-    """Run (or resume) the study; ``workers`` > 1 runs subset sizes in that many processes, each on
-    one thread (the data set is reloaded by name there, so only named data sets qualify).
-    ``nested``: cells go to ``out/<cells key>`` (default) or, False, to ``out`` itself."""
-    from . import plots
+              device=None, plots_dir: str | Path | None = None, log=print, workers: int | None = 1,
+              nested: bool = True, executor: str = "processes") -> dict:
+    """Run (or resume) the study; with ``workers`` > 1 (None: every core) or ``executor="ray"``
+    subset sizes run on that executor (:mod:`lotterylab.executors`), one thread each; the data set
+    is reloaded by name there, so only named data sets qualify. ``nested``: cells go to ``out/<cells key>`` (default)
+    or, False, to ``out`` itself."""
+    from . import executors, plots
+    from .sweep import Cell, run_cells
 
     cfg = cfg or PretrainStudyConfig()
     out = Path(out) / cells_key(cfg) if nested else Path(out)
@@ -269,36 +277,19 @@ def run_study(data: DataSplits, cfg: PretrainStudyConfig | None = None, out: str
         raise ValueError(f"GFS budget {cfg.neurons} exceeds the width {cfg.width}")
     write_json(out / "config.json", to_dict(cfg))
     t0 = time.perf_counter()
-    cells = []
-    if workers > 1:
-        import multiprocessing
-        import os
-        from concurrent.futures import ProcessPoolExecutor
-
-        # largest subsets first: they take longest, so the pool ends evenly
-        order = sorted(sizes, reverse=True)
-        # fresh interpreters with one OpenMP and one numba thread each: forked workers inherited a
-        # 2-thread numba (OpenMP layer) pool whose spinning threads slowed two workers 8x (measured:
-        # two workers, 400 iterations + 2 cells each, 84 s; 9.9 s with one numba thread)
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
-        os.environ.update({k: "1" for k in saved})  # (workers start on the first submit: kept until done)
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                done = dict(zip(order, pool.map(_size_job, [cfg] * len(order), [data.name] * len(order), order,
-                                                [out] * len(order), [1] * len(order))))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        for m in sizes:
-            cells.extend(done[m])
-    else:
-        for m in sizes:
-            pretrain(cfg, data, m, out, device)
-            for t in its:
-                cells.append(cell(cfg, data, m, t, out, device))
+    if executor == "processes" and workers == 1:  # (the API's default: one worker is this process)
+        executor, workers = "serial", None
+    ex = executors.create(executor, workers, threads=1)
+    local = ex.name == "serial"
+    # one cell per subset size; largest first, as they take longest (the pool ends evenly)
+    cells = [Cell(f"m{m}", (lambda m: _size_cells(cfg, data, m, out, device)) if local else _size_job,
+                  (m,) if local else (cfg, data.name, m, out), out / "sizes" / f"m{m}.json",
+                  done=lambda res: res["iterations"] == its) for m in sorted(sizes, reverse=not local)]
+    try:
+        done = run_cells(cells, ex, progress=False)
+    finally:
+        ex.close()
+    cells = [c for m in sizes for c in done[f"m{m}"]["result"]["cells"]]
     for m in sizes:
         log(f"m={m}: pruned train loss " + " ".join(f"t{c['t']}={c['pruned_train_loss']:.3f}" for c in cells
                                                      if c["m"] == m))

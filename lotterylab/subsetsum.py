@@ -33,6 +33,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .threads import numba_threads
@@ -44,6 +45,10 @@ MAX_D = 49                   # vector dimension: up to a 7x7 kernel
 VECTOR_EXACT_BUDGET = 2**22  # 2**n * d per instance; n <= 20 at d <= 4
 BEAM_WIDTH = 1024            # states the vector heuristic keeps per level (quality vs time: docs/benchmarks.md)
 CHUNK = 1 << 17  # instances per kernel call: bounds the float64 copies and outputs held at once
+# solve_on: the fewest instances worth a task of their own (a scalar instance takes ~1-10 us in
+# constructions, a beam-searched one milliseconds; a Ray task costs ~2 ms to schedule)
+PART_MIN_SCALAR = 32768
+PART_MIN_BEAM = 8
 
 try:  # numba is a hard dependency; the torch path stays usable (and tested) without it
     from . import _mrss_kernels as _kb
@@ -171,6 +176,42 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
     return SubsetSumResult(mask=mask, sum=sums, error=err, ok=ok,
                            fallback=fallback, objective=objective, eps=eps, exact=exact,
                            method=method + ("" if exact else "-heuristic"))
+
+
+def solve_on(executor, values: torch.Tensor, targets: torch.Tensor, eps: float, objective: str = "min_error",
+             k: int | None = None, *, beam_width: int = BEAM_WIDTH) -> SubsetSumResult:
+    """:func:`solve` with the instances split into contiguous parts that run on ``executor``'s workers
+    (:mod:`lotterylab.executors`); every instance is solved on its own, so the result is the same,
+    bit for bit, as ``solve`` in one process. The instances go to the workers once through
+    ``executor.put`` (Ray's object store); each task reads its slice. Small batches, where shipping
+    costs more than solving, are solved here."""
+    eps = _validate(values, targets, eps, objective, k)
+    B, n = values.shape[:2]
+    beam = values.dim() == 3 and (1 << n) * values.shape[2] > VECTOR_EXACT_BUDGET
+    min_part = PART_MIN_BEAM if beam else PART_MIN_SCALAR
+    parts = min(4 * executor.workers, B // min_part)
+    if executor.name == "serial" or parts < 2 or values.device.type != "cpu":
+        return solve(values, targets, eps, objective, k, beam_width=beam_width)
+    X = values.detach().to(torch.float64).contiguous().numpy()
+    T = targets.detach().to(torch.float64).contiguous().numpy()
+    cuts = [B * i // parts for i in range(parts + 1)]
+    if executor.shares_objects:  # once into the object store; every task reads its slice of it
+        Xr, Tr = executor.put(X), executor.put(T)
+        calls = [(Xr, Tr, cuts[i], cuts[i + 1]) for i in range(parts)]
+    else:  # (a pickled argument: send each part only its own slice)
+        calls = [(X[cuts[i]:cuts[i + 1]], T[cuts[i]:cuts[i + 1]], 0, cuts[i + 1] - cuts[i]) for i in range(parts)]
+    outs = executor.map(_solve_part, [(*c, eps, objective, k, beam_width) for c in calls])
+    cat = [torch.from_numpy(np.concatenate([o[j] for o in outs])) for j in range(5)]
+    return SubsetSumResult(mask=cat[0], sum=cat[1].to(values.dtype), error=cat[2].to(values.dtype), ok=cat[3],
+                           fallback=cat[4], objective=objective, eps=eps, exact=all(o[5] for o in outs),
+                           method=outs[0][6] + f"-{executor.name}")
+
+
+def _solve_part(X, T, lo: int, hi: int, eps, objective, k, beam_width):
+    """One part of :func:`solve_on`, in a worker: numpy in and out (Ray hands arrays over without copies)."""
+    r = solve(torch.from_numpy(np.array(X[lo:hi])), torch.from_numpy(np.array(T[lo:hi])), eps, objective, k,
+              beam_width=beam_width)
+    return (r.mask.numpy(), r.sum.numpy(), r.error.numpy(), r.ok.numpy(), r.fallback.numpy(), r.exact, r.method)
 
 
 def _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute, outs) -> bool:

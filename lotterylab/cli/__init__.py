@@ -10,10 +10,11 @@ import warnings
 
 from .. import __version__
 from .. import data as data_mod
+from ..executors import WorkerLost
 from ..hparams import CHECKS, DeprecatedAlias, add_arguments
 from ..io import FileFormatError
 from ..training import TrainConfig
-from .options import ModelDataConfig, add_run_options
+from .options import ModelDataConfig, add_executor_options, add_run_options
 
 EDGE_POPUP_TRAINING = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
                                   budget="20ep", schedule="cosine")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..study import PretrainStudyConfig
     from . import construct_commands as cc
     from . import file_commands as fc
+    from . import sweep_command
     from . import train_commands as tc
     from .targets import TargetConfig
 
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(c, TargetConfig)
     add_arguments(c, cc.ConstructConfig)
     add_run_options(c, device=False)
+    add_executor_options(c, what="large batches of subset sums (the ticket is the same on each)")
     c.set_defaults(func=cc.cmd_construct)
 
     im = _trainer(sub, "imp", "iterative magnitude pruning with rewinding (resumable per round)")
@@ -102,11 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(pt, PretrainStudyConfig)
     pt.add_argument("--dataset", default="mnist", choices=list(data_mod.DATASETS))
     pt.add_argument("--plots-dir", default="", help="where the PNGs go (default: the run folder)")
-    pt.add_argument("--workers", type=CHECKS["positive"](int), default=2,
-                    help="processes (one subset size each, one thread each)")
+    add_executor_options(pt, default="processes", what="subset sizes (one thread each)")
     add_run_options(pt, device=False, out_help="run folder (default: runs/study-pretraining-<model>-<data>-<hash of "
                                                "what the cells depend on>); a rerun reuses every finished cell")
     pt.set_defaults(func=cc.cmd_study)
+
+    from ..sweep import COMMANDS as SWEEPABLE
+    sw = sub.add_parser("sweep", help="a grid of runs of any command, resumable, on serial / processes / ray",
+                        description="lotterylab sweep [sweep options] COMMAND [the command's fixed flags]: the "
+                                    "sweep's own options come before the command")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a flag of the command and its values (repeat for more keys; the cells are the product)")
+    sw.add_argument("--spec", default="", help="a sweep file instead: JSON (YAML with PyYAML) with command, grid, args")
+    add_executor_options(sw, what="the cells")
+    add_run_options(sw, device=False, out_help="sweep folder (default: runs/sweep-<command>-<hash of the fixed flags>; "
+                                               "a rerun reuses every finished cell)")
+    sw.add_argument("sweep_command", nargs="?", choices=SWEEPABLE, metavar="COMMAND",
+                    help=f"one of {', '.join(SWEEPABLE)} (or from --spec)")
+    sw.add_argument("args", nargs=argparse.REMAINDER, help="the command's flags, the same in every cell")
+    sw.set_defaults(func=sweep_command.cmd_sweep)
 
     pl = sub.add_parser("plot", help="accuracy or learning speed vs density for finished runs")
     pl.add_argument("runs", nargs="+", help="run folders (or their result.json)")
@@ -130,10 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     ns = build_parser().parse_args(argv)
+    ns.argv = list(argv) if argv is not None else sys.argv[1:]
     warnings.filterwarnings("ignore", category=FutureWarning, module="lotterylab.hparams")  # printed once already
     try:
         return ns.func(ns)
-    except (data_mod.DataError, FileFormatError, FileNotFoundError, ValueError) as e:
+    except (data_mod.DataError, FileFormatError, FileNotFoundError, ValueError, WorkerLost) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `lotterylab info ... | head`: the reader left; not an error of ours

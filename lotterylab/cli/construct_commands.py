@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .. import executors
 from ..construct import FAMILIES
 from ..hparams import from_namespace, to_dict
 from .options import RunFolder, pct, print_finished, stage, start
@@ -69,6 +70,7 @@ def cmd_construct(ns) -> int:
         raise ValueError("--rho-kernel must be 0 (calibrated) or at least 2 (expansion channels per input channel)")
     if cc.low >= cc.high:
         raise ValueError(f"--low {cc.low} must be below --high {cc.high}")
+    executors.check(ns.executor, ns.workers)
     run = RunFolder(ns, "construct", [Path(tc.target).stem, cc.mode])
     done = run.check()
     if done is not None:
@@ -104,8 +106,13 @@ def cmd_construct(ns) -> int:
         kwargs["rho_kernel"] = cc.rho_kernel or None
     mode_text = f"paper mode, eps_param {cc.eps_param}" if cc.eps_param else f"guarantee mode, eps {cc.eps}"
     stage(ns, f"constructing a depth-{cc.mode} ticket ({mode_text}; domain: {domain_text})")
-    ticket = construct(target, mode=cc.mode, seed=cc.source_seed, domain=domain, first_layer=cc.first_layer or None,
-                       log=log, **kwargs)
+    ex = _executor(ns)
+    try:
+        ticket = construct(target, mode=cc.mode, seed=cc.source_seed, domain=domain,
+                           first_layer=cc.first_layer or None, log=log, executor=ex, **kwargs)
+    finally:
+        if ex is not None:
+            ex.close()
     ticket.save(run.path / "ticket.safetensors")
     rep = dict(ticket.report)
     if cc.verify_samples:
@@ -143,6 +150,12 @@ def cmd_construct(ns) -> int:
     run.finish({"kind": "construct", "target": target_record(tc), "construct": to_dict(cc),
                 "domain": domain_text, "mode": {"depth": cc.mode, "paper": bool(cc.eps_param)}, "report": rep}, lines)
     return 0
+
+
+def _executor(ns):
+    """None (this process, --threads threads) or the executor --executor names, one thread per worker."""
+    executors.check(ns.executor, ns.workers)
+    return None if ns.executor == "serial" else executors.create(ns.executor, ns.workers, threads=1)
 
 
 def _structured_outputs(ns, target, ticket, folder: Path) -> dict:
@@ -205,6 +218,7 @@ def cmd_study(ns) -> int:
     from ..study import PretrainStudyConfig, cells_key, run_study
 
     start(ns)
+    executors.check(ns.executor, ns.workers)
     cfg = from_namespace(PretrainStudyConfig, ns)
     # the folder is keyed by what its cells depend on (not the grid or the threshold rule), so a rerun
     # with a longer grid reuses every finished cell; the finished result is returned only for the same flags
@@ -215,7 +229,8 @@ def cmd_study(ns) -> int:
         print_finished(done, run.path)
         return 0
     splits = data_mod.load(ns.dataset)
-    res = run_study(splits, cfg, out=run.path, plots_dir=ns.plots_dir or None, workers=ns.workers, nested=False)
+    res = run_study(splits, cfg, out=run.path, plots_dir=ns.plots_dir or None, workers=ns.workers, nested=False,
+                    executor=ns.executor)
     slope = res["fit"].get("slope")
     if slope is None or slope != slope:
         fit = (f"no slope: T*(m) was found for {sum(t is not None for t in res['T_star'].values())} of "

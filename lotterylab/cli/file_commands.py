@@ -44,6 +44,9 @@ def summarize_result(r: dict) -> list[str]:
                      f"{pct(r.get('dense_test_accuracy'))}); forward {r.get('speedup', 0):.2f}x faster")
     elif kind == "study_pretraining":
         lines.append(f"  T*(m) {r.get('T_star')}; fit {r.get('fit')}")
+    elif kind == "sweep":
+        lines[0] = f"sweep of {r['cells']} {r['command']} cells over {', '.join(r['grid'])} on {r['executor']['executor']}"
+        lines.append(f"  {r['ran']} ran, {r['reused']} finished before, {len(r['failed'])} failed; table: table.csv")
     else:
         final = r.get("final") or {}
         if r.get("density") is not None:
@@ -96,10 +99,13 @@ def _info_tensors(path: Path) -> list[str]:
 def cmd_info(ns) -> int:
     path = Path(ns.path)
     if path.is_dir():
-        if not (path / "result.json").exists():
+        if (path / "sweep.json").exists() and not (path / "result.json").exists():
+            path = path / "sweep.json"
+        elif not (path / "result.json").exists():
             files = sorted(p.name for p in path.iterdir())[:20]
             raise FileFormatError(f"{path}: no result.json (an unfinished or foreign folder); it holds {files}")
-        path = path / "result.json"
+        else:
+            path = path / "result.json"
     regular_file(path)
     if path.suffix == ".json":
         if path.stat().st_size > MAX_JSON_BYTES:

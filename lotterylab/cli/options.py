@@ -24,7 +24,8 @@ from ..io import read_json, remove_stale_tmp, write_json
 from ..threads import set_threads
 
 # flags that change how a run is carried out or shown, not what it computes: left out of its hash
-PRESENTATION = {"func", "out", "quiet", "threads", "device", "command", "data_command", "study", "json"}
+PRESENTATION = {"func", "out", "quiet", "threads", "device", "command", "data_command", "study", "json", "argv",
+                "executor", "workers"}
 
 
 @dataclass
@@ -110,6 +111,20 @@ def add_run_options(p: argparse.ArgumentParser, device: bool = True, out_help: s
     g.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
+def add_executor_options(p: argparse.ArgumentParser, default: str = "serial", workers: int | None = None,
+                         what: str = "independent pieces of work") -> None:
+    """``--executor`` / ``--workers``: where a command's parallel work runs (lotterylab.executors)."""
+    from ..executors import EXECUTORS
+
+    g = p.add_argument_group("executor")
+    g.add_argument("--executor", default=default, choices=list(EXECUTORS),
+                   help=f"where {what} run: serial (this process), processes (a local pool) or ray (RAY_ADDRESS, "
+                        f"else a local Ray cluster; pip install 'lotterylab[ray]') (default: {default})")
+    g.add_argument("--workers", type=CHECKS["positive"](int), default=workers,
+                   help="processes, or CPUs of the local Ray cluster (default: " +
+                        (f"{workers})" if workers else "every core)"))
+
+
 def settings(ns) -> dict:
     """The flags that define what a run computes (its hash), as given."""
     return {k: v for k, v in sorted(vars(ns).items()) if k not in PRESENTATION}
@@ -131,6 +146,9 @@ class RunFolder:
         default = Path("runs") / "-".join([command, *[str(p) for p in name_parts if p], self.hash])
         self.path = Path(ns.out) if ns.out else default
         self.quiet = getattr(ns, "quiet", False)
+        self.argv = getattr(ns, "argv", sys.argv[1:])  # (cli.main sets it: a sweep runs commands in-process)
+        # where its parallel work ran (commands with --executor): not in the hash, recorded in the result
+        self.ran_on = {k: getattr(ns, k) for k in ("executor", "workers") if hasattr(ns, k)}
 
     def check(self) -> dict | None:
         """Before any work: the finished result if this run is done, else None; errors if refused."""
@@ -163,7 +181,7 @@ class RunFolder:
         result["run"] = {"command": self.command, "settings": self.settings, "settings_hash": self.hash,
                          "full_hash": self.full_hash,
                          "threads": torch.get_num_threads(), "summary": summary, "lotterylab": __version__,
-                         "argv": sys.argv[1:]}
+                         "argv": self.argv, **self.ran_on}
         write_json(self.path / "result.json", result)
         for line in summary:
             print(line)

@@ -31,7 +31,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
               max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
               copy_objective: str | None = None, compensate: bool = False, granularity: str = "kernel",
-              rho_kernel: int | None = None, log=None) -> Ticket:
+              rho_kernel: int | None = None, log=None, executor=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -58,16 +58,32 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     unstructured ticket of the same source); ``rho_kernel`` overrides the calibrated number of
     expansion channels per input channel.
     ``log``: a callable that receives one line per layer and round (progress of long constructions).
+    ``executor``: where the subset sums run (:mod:`lotterylab.executors`: ``"serial"``, ``"processes"``,
+    ``"ray"`` or an executor object): large batches of instances are split across its workers, and
+    the ticket is bit-identical to the one built in this process. ``None``: here, on torch's threads.
     """
     cfg = ConstructionConfig(mode, eps, seed, eps_param, delta, rho, rho_first, rho_b, first_layer, objective,
                              copy_objective, s1, max_growth_rounds, max_rounds, compensate, granularity,
                              rho_kernel).check(FAMILIES)
-    return run(target, cfg, domain, input_shape=input_shape, calibration=calibration, log=log)
+    return run(target, cfg, domain, input_shape=input_shape, calibration=calibration, log=log, executor=executor)
 
 
 def run(target: nn.Module, cfg: ConstructionConfig, domain=(-1.0, 1.0), *, input_shape=None,
-        calibration: torch.Tensor | None = None, log=None) -> Ticket:
+        calibration: torch.Tensor | None = None, log=None, executor=None) -> Ticket:
     """:func:`construct` with a checked :class:`ConstructionConfig`."""
+    if executor is None or isinstance(executor, str):
+        from .. import executors
+
+        owned = executors.create(executor) if isinstance(executor, str) else None
+        try:
+            return _run(target, cfg, domain, input_shape, calibration, log, owned)
+        finally:
+            if owned is not None:
+                owned.close()
+    return _run(target, cfg, domain, input_shape, calibration, log, executor)
+
+
+def _run(target, cfg, domain, input_shape, calibration, log, executor) -> Ticket:
     family = FAMILIES[cfg.mode]
     t = read_target(target, input_shape, domain)
     for a in t.activations:
@@ -109,7 +125,7 @@ def run(target: nn.Module, cfg: ConstructionConfig, domain=(-1.0, 1.0), *, input
                     f"unsolvable; use first_layer='identity' (idealised, labelled in the report) or a larger eps")
             first = first_layer_for(psi, first_name, s1_r)
         e = Engine(t, settings, family, first, cfg.seed, lo, hi, torch.device("cpu"), const_inputs, scale_biases,
-                   calib)
+                   calib, executor)
         if log is not None:
             e.log = log
             log(f"round {rnd + 1}: eps_param {ep:.3g}" if guarantee else f"paper mode, eps_param {ep:.3g}")
@@ -139,6 +155,7 @@ def run(target: nn.Module, cfg: ConstructionConfig, domain=(-1.0, 1.0), *, input
     e, cert = best
     ticket = to_ticket(e, cert, history, cfg.mode, cfg.eps, cfg.eps_param, time.perf_counter() - t0)
     ticket.report["constant_inputs_folded"] = len(const_inputs)
+    ticket.report["executor"] = executor.describe() if executor is not None else {"executor": "in-process"}
     # pruned targets (IMP) hold far fewer weights than their shape: the count to compare tickets with
     ticket.report["parameters"]["target_nonzero"] = sum(int(p.count_nonzero()) for p in target.parameters())
     ticket.report["bias_correction"] = None if e.correction is None else {

@@ -29,11 +29,17 @@ class Engine:
     """Builds one source for one round: the family calls :meth:`solve_rows` layer by layer."""
 
     def __init__(self, t: TargetMLP, cfg: RoundSettings, family, first: LinearRegime, seed: int, lo, hi, device,
-                 const_inputs=None, scale_biases=None, calibration: torch.Tensor | None = None):
+                 const_inputs=None, scale_biases=None, calibration: torch.Tensor | None = None, executor=None):
         from .refine import BiasCorrection, Compensation
 
         self.t, self.cfg, self.family, self.first, self.seed, self.device = t, cfg, family, first, seed, device
         self.psi = first.psi
+        self.executor = executor  # None: solve here; else batches of instances go to its workers
+        # candidate values gathered per solver call (12 MB in float64); larger with workers to feed, so
+        # that a call splits into parts for all of them (at most 32x: 384 MB). Pairs are independent:
+        # the ticket is the same
+        workers = executor.workers if executor is not None and executor.name != "serial" else 0
+        self.chunk_values = 1_500_000 * min(32, max(1, 4 * workers))
         self.log = lambda text: None  # construct(log=...) sets a stage printer
         self.correction = BiasCorrection(self, calibration) if calibration is not None else None
         self.compensation = Compensation(self) if cfg.compensate and calibration is not None else None
@@ -67,8 +73,12 @@ class Engine:
         objective = (self.cfg.copy_objective or self.cfg.objective) if copies else self.cfg.objective
         if values.dim() == 3 and objective == "min_l1":
             objective = "min_cardinality"
-        res = subsetsum.solve(values.double().cpu(), targets.double().cpu(), eps, objective,
-                              beam_width=self.cfg.beam_width)
+        if self.executor is None:
+            res = subsetsum.solve(values.double().cpu(), targets.double().cpu(), eps, objective,
+                                  beam_width=self.cfg.beam_width)
+        else:
+            res = subsetsum.solve_on(self.executor, values.double().cpu(), targets.double().cpu(), eps, objective,
+                                     beam_width=self.cfg.beam_width)
         self.stats["solve_time_s"] += time.perf_counter() - t0
         self.stats["instances"] += len(targets)
         self.stats["_size_sum"] += int(res.mask.count_nonzero())
@@ -104,7 +114,7 @@ class Engine:
         neuron = inf.neuron[rows]
         ok_all = torch.ones(len(rows), dtype=torch.bool)
         self.version[C.index] += 1
-        chunk = max(1, 1_500_000 // (S * n_max * T))
+        chunk = max(1, self.chunk_values // (S * n_max * T))
         for c0 in range(0, len(rows), chunk):
             r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
             # one instance per (pair, tap, side): the same candidates at every tap of the kernel

@@ -32,7 +32,7 @@ def solve_kernel_pairs(e, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, un
     ok_all = torch.ones(len(rows), dtype=torch.bool)
     e.version[C.index] += 1
     dev = C.mW.device
-    chunk = max(1, 1_500_000 // (S * n_max * T))
+    chunk = max(1, e.chunk_values // (S * n_max * T))
     for c0 in range(0, len(rows), chunk):
         r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
         v = candidate_values(C, r, u, col, valid, coef)  # [k, T, S, n]
