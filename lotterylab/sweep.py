@@ -41,7 +41,8 @@ _SKIP = {"run", "versions", "data", "arch", "history", "config", "model_data", "
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of a sweep: ``fn(*args)`` (a module-level function) writes ``result`` (a JSON file)."""
+    """One unit of a sweep: ``fn(*args)`` writes ``result`` (a JSON file). ``fn`` must be a module-level
+    function for the processes and ray executors (workers import it)."""
 
     key: str
     fn: Callable
@@ -74,7 +75,7 @@ def run_cells(cells: list[Cell], executor, progress: bool = True, desc: str = "s
 
     def done(i, ret):
         c = todo[i]
-        res = read_json(c.result) if c.result.exists() else None
+        res = c.finished()  # (a result file of something else, e.g. a refused folder's, is not this cell's)
         out[c.key] = {"result": res, "status": "ran" if res is not None else "failed", "return": ret}
         if bar is not None:
             bar.update(1)
