@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 from .. import models
 from ..data import DataSplits
 from ..masks import Mask
-from ..tickets import Ticket
+from ..tickets import Ticket, state_sha256
 from ..training import TrainConfig, train
 from .scores import prunable
 
@@ -113,10 +113,8 @@ def edge_popup(arch_name: str, data: DataSplits, cfg: EdgePopupConfig | None = N
     spec = {"weight": init, "bias": "zeros"}
     model = models.create(arch_name, activation, input_shape=data.input_shape, num_classes=data.num_classes, init=spec,
                           seed=cfg.network_seed, device=device, **model_kwargs)
-    names = attach(model, cfg.density, cfg.network_seed)
-    result = train(model, data, train_cfg, out=out, device=device, progress=progress,
-                   extra_hash={"edge_popup": vars(cfg), "arch": model.lotterylab_arch, "data": data.describe()})
-    mask = current_mask(model, names)
+    mask, result = _search(model, data, cfg, train_cfg, out, device, progress, None,
+                           {"edge_popup": vars(cfg), "arch": model.lotterylab_arch, "data": data.describe()})
     clean = models.create(arch_name, activation, input_shape=data.input_shape, num_classes=data.num_classes, init=spec,
                           seed=cfg.network_seed, **model_kwargs)
     ticket = Ticket.from_model(clean, spec, cfg.network_seed, mask, report={
@@ -125,3 +123,27 @@ def edge_popup(arch_name: str, data: DataSplits, cfg: EdgePopupConfig | None = N
     if out is not None:
         ticket.save(Path(out) / "ticket.safetensors")
     return ticket, result
+
+
+def edge_popup_mask(model: nn.Module, data: DataSplits, cfg: EdgePopupConfig | None = None,
+                    train_cfg: TrainConfig | None = None, out: str | Path | None = None, device=None,
+                    progress: bool = True, names=None) -> tuple[Mask, dict]:
+    """Edge-popup on any module's weights as they are (e.g. a planted problem's source): the mask
+    found and the training result. The module is not changed (the search runs on a copy);
+    ``cfg.weight_init`` / ``scale_fan`` do not apply (the weights are the module's), ``network_seed``
+    draws the initial scores."""
+    import copy
+
+    cfg = cfg or EdgePopupConfig()
+    train_cfg = train_cfg or TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                                         budget="20ep", schedule="cosine")
+    net = copy.deepcopy(model)
+    return _search(net, data, cfg, train_cfg, out, device, progress, names,
+                   {"edge_popup": vars(cfg), "weights_sha256": state_sha256(model), "data": data.describe()})
+
+
+def _search(model, data, cfg, train_cfg, out, device, progress, names, extra_hash) -> tuple[Mask, dict]:
+    """Scores on ``model``'s frozen weights, trained; the top-k mask they end with."""
+    names = attach(model, cfg.density, cfg.network_seed, names)
+    result = train(model, data, train_cfg, out=out, device=device, progress=progress, extra_hash=extra_hash)
+    return current_mask(model, names), result
