@@ -8,8 +8,9 @@ known function (the masked source, within the construction's tolerance of its ta
 planted subnetwork; :func:`score` compares any found mask with the planted one.
 
 What is here: the problem (classification: labels = the teacher's argmax, on inputs drawn from the
-ticket's domain box or on real images), scoring (per-layer precision and recall of kept weights,
-whether a found network reaches the teacher's accuracy), and every finder runs on a planted source
+ticket's domain box or on real images), scoring (per-layer precision and recall of kept weights;
+:meth:`PlantedProblem.reaches`: whether a found network reaches the teacher's accuracy), and every
+finder runs on a planted source
 (``find.pai.prune_at_init``, ``find.imp.IMP`` and ``find.edge_popup.edge_popup_mask`` take any
 ``nn.Module``). Not yet here: a regression variant (the one training loop is cross-entropy only)
 and the study over finders x densities (docs/finders.md says what is measured so far).
@@ -53,6 +54,21 @@ class PlantedProblem:
 
     def score(self, found: Mask) -> dict:
         return score(found, self.planted)
+
+    @torch.no_grad()
+    def reaches(self, model: nn.Module, tol: float = 0.01) -> dict:
+        """Does a found network (a masked source, or a trained ticket) do what the planted one does?
+        Test-set accuracy on the teacher's labels (the teacher's own is 1) and cross-entropy beside
+        the teacher's; ``reaches``: accuracy >= 1 - ``tol``."""
+        from .training import evaluate
+
+        was = model.training
+        model.eval()
+        mine = evaluate(model, self.data.test)
+        model.train(was)
+        ref = evaluate(self.teacher(), self.data.test)
+        return {"accuracy": mine["accuracy"], "loss": mine["loss"], "teacher_accuracy": ref["accuracy"],
+                "teacher_loss": ref["loss"], "reaches": mine["accuracy"] >= ref["accuracy"] - tol}
 
 
 def _inputs_in_box(ticket: Ticket, n: int, seed: int, stream: str) -> torch.Tensor:

@@ -33,6 +33,9 @@ def test_the_teacher_is_the_ticket_network_and_labels_the_task(problem):
     assert p.data.num_classes == 4 and p.data.input_shape == tuple(p.ticket.arch["input_shape"])
     assert evaluate(p.teacher(), p.data.test)["accuracy"] == 1.0
     assert ll.plant is plant
+    r = p.reaches(p.teacher())
+    assert r["reaches"] and r["accuracy"] == r["teacher_accuracy"] == 1.0 and r["loss"] == r["teacher_loss"]
+    assert not p.reaches(Mask({k: torch.zeros_like(v) for k, v in p.ticket.masks.items()}).apply(p.source()))["reaches"]
     lo, hi = p.ticket.report["domain"]["low"], p.ticket.report["domain"]["high"]
     assert float(x.min()) >= min(lo) and float(x.max()) <= max(hi)
     # the same seed draws the same problem; another seed other inputs
