@@ -378,6 +378,34 @@ def view_32x32x3(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
 
 
+# parsed files, per process: a sweep's cells and a pool's workers read a data set once. Keyed by the
+# files' names, sizes and modification times, so a changed file is read (and checked) again.
+_RAW: dict[tuple, tuple] = {}
+
+
+def _stamp(name: str, root) -> tuple | None:
+    if name not in ("mnist", "fashion-mnist"):  # (CIFAR-10's batches lie in subfolders: read every time)
+        return None
+    d = Path(root) if root else (cache_dir() if name == "mnist" else FASHION_MNIST_SYSTEM_DIR)
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in d.iterdir() if p.is_file()))
+    except OSError:
+        return None
+
+
+def _raw(name: str, root, verify: bool, reader) -> tuple:
+    stamp = _stamp(name, root)
+    key = (name, str(root), verify, stamp)
+    if stamp is not None and key in _RAW:
+        return _RAW[key]
+    raw = reader(root)
+    if stamp is not None:
+        if len(_RAW) >= 2:  # (two data sets at most: ~110 MB of uint8 for MNIST-type sets)
+            _RAW.pop(next(iter(_RAW)))
+        _RAW[key] = raw
+    return raw
+
+
 def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | None = None,
          normalize: bool = True, device=None, verify: bool = True) -> DataSplits:
     """Load a data set with a validation split of ``val_size`` training examples chosen by ``seed``.
@@ -391,7 +419,7 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
                "cifar10": _cifar_raw}
     if name not in readers:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
-    xtr, ytr, xte, yte = readers[name](root)
+    xtr, ytr, xte, yte = _raw(name, root, verify, readers[name])  # (shared: never changed in place below)
     xtr, xte = _as_nchw(xtr), _as_nchw(xte)
     if view == "32x32x3":
         xtr, xte = view_32x32x3(xtr), view_32x32x3(xte)
@@ -403,13 +431,13 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
     perm = torch.randperm(len(ytr), generator=g)
     val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
 
-    xtr_f = xtr.to(torch.float32).div_(255.0)
-    xte_f = xte.to(torch.float32).div_(255.0)
+    xtr_f = xtr.to(torch.float32, copy=True).div_(255.0)
+    xte_f = xte.to(torch.float32, copy=True).div_(255.0)
     mean = xtr_f[train_idx].mean(dim=(0, 2, 3)) if normalize else torch.zeros(xtr.shape[1])
     std = xtr_f[train_idx].std(dim=(0, 2, 3)) if normalize else torch.ones(xtr.shape[1])
     xtr_f.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     xte_f.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
-    ytr, yte = ytr.long(), yte.long()
+    ytr, yte = ytr.to(torch.long, copy=True), yte.to(torch.long, copy=True)
     splits = DataSplits(
         name=name,
         train=Split(xtr_f[train_idx], ytr[train_idx]),

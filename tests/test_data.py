@@ -170,3 +170,19 @@ def test_cifar_batches_this_reader_cannot_read_correctly_are_refused(tmp_path, p
     (d / "test_batch").write_bytes(pickle.dumps({"labels": y, "data": x}, protocol=protocol))
     with pytest.raises(data_mod.DataError, match=needle):
         data_mod.load("cifar10", root=tmp_path, val_size=5)
+
+
+def test_a_data_set_is_read_once_per_process_and_again_when_its_files_change(fashion_fixture_dir):
+    import gzip
+
+    def load():
+        return data_mod.load("fashion-mnist", root=fashion_fixture_dir, verify=False, val_size=10)
+
+    a, b = load(), load()
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    a.train.x.zero_()
+    a.test.y.zero_()  # each load hands out its own tensors: the cache is not changed through them
+    assert torch.equal(load().train.x, b.train.x) and torch.equal(load().test.y, b.test.y)
+    labels = (torch.arange(60, dtype=torch.uint8) + 3) % 10
+    (fashion_fixture_dir / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    assert not torch.equal(load().train.y, b.train.y)  # the file changed: read again
