@@ -153,3 +153,16 @@ def test_every_sweepable_command_sweeps(name, tmp_path, monkeypatch):
         assert json.loads(res_file.read_text())["run"]["command"].startswith(name.split("-")[0])
     again = sw.sweep(name, grid, fixed, out=tmp_path / "s", progress=False, log=lambda *_: None)
     assert (again["ran"], again["reused"]) == (0, 2)
+
+
+def test_sweep_files_in_yaml_read_as_json_ones(tmp_path):
+    pytest.importorskip("yaml", reason="PyYAML is not installed (it comes with the ray extra)")
+    (tmp_path / "g.yaml").write_text("command: pai\ngrid:\n  density: [0.1, 0.05]\n  verify: [true]\nargs: [--budget, 10it]\n")
+    (tmp_path / "g.json").write_text(json.dumps({"command": "pai", "grid": {"density": [0.1, 0.05], "verify": [True]},
+                                                 "args": ["--budget", "10it"]}))
+    a, b = sw.load_spec(tmp_path / "g.yaml"), sw.load_spec(tmp_path / "g.json")
+    assert a == b == {"command": "pai", "grid": {"density": ["0.1", "0.05"], "verify": ["true"]},
+                      "args": ["--budget", "10it"]}
+    (tmp_path / "bad.json").write_text('{"grid": {"density": [0.1]}, "extra": 1}')
+    with pytest.raises(ValueError, match="unknown keys"):
+        sw.load_spec(tmp_path / "bad.json")
