@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hparams import run_hash
-from .io import read_json, write_json
+from .io import atomic_write_bytes, read_json, write_json
 
 COMMANDS = ("train", "imp", "pai", "edge-popup", "early-bird", "gfs", "construct")
 # result fields that say how long or where something ran, not what it computed: not in the table
@@ -167,17 +167,18 @@ def _flag_tokens(action, flag: str, value: str) -> list[str]:
     return [flag, value]
 
 
-def _command_parser(command: str):
+def _command_parser(command: str, parser=None):
+    """The CLI parser (``parser``, or a new one: a sweep builds it once) and its subparser for ``command``."""
     from .cli import build_parser
 
-    p = build_parser()
+    p = parser or build_parser()
     sub = next(a for a in p._actions if a.dest == "command")
     return p, sub.choices[command]
 
 
-def cell_argv(command: str, base: list[str], point: dict[str, str], threads: int) -> list[str]:
+def cell_argv(command: str, base: list[str], point: dict[str, str], threads: int, parser=None) -> list[str]:
     """One cell's command line (without ``--out``), checked against the command's flags."""
-    _, sp = _command_parser(command)
+    _, sp = _command_parser(command, parser)
     flags = {s: a for a in sp._actions for s in a.option_strings}
     argv = [command, *base]
     for key, value in point.items():
@@ -190,9 +191,9 @@ def cell_argv(command: str, base: list[str], point: dict[str, str], threads: int
     return [*argv, "--threads", str(threads), "--quiet"]
 
 
-def parse_cell(argv: list[str]):
+def parse_cell(argv: list[str], parser=None):
     """The command's namespace for ``argv``; its parser's message as a ValueError when it refuses."""
-    p, _ = _command_parser(argv[0])
+    p, _ = _command_parser(argv[0], parser)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -260,20 +261,23 @@ def sweep(command: str, grid: dict[str, list[str]], base: list[str] | None = Non
         raise ValueError(f"cannot sweep {command!r}; sweepable commands: {', '.join(COMMANDS)}")
     if not grid:
         raise ValueError("an empty grid: give at least one --grid key=v1,v2 (or a sweep file)")
-    for tok in base:
-        if tok.split("=")[0] in ("--out", "--threads", "--quiet"):
-            raise ValueError(f"{tok.split('=')[0]} is set by the sweep for every cell (use the sweep's own "
-                             f"--out / --threads); remove it from the command's flags")
-    clash = [k for k in grid if f"--{k}" in base]
+    fixed = {tok.split("=")[0] for tok in base if tok.startswith("--")}
+    for flag in ("--out", "--threads", "--quiet"):
+        if flag in fixed:
+            raise ValueError(f"{flag} is set by the sweep for every cell (use the sweep's own --out / --threads); "
+                             f"remove it from the command's flags")
+    clash = [k for k in grid if f"--{k}" in fixed]
     if clash:
         raise ValueError(f"--grid {clash[0]} is also among the fixed flags; give it once")
     folder = Path(out) if out else default_folder(command, base)
     _check_folder(folder, command, base)
-    points = expand(grid)
+    from .cli import build_parser
+
+    parser = build_parser()
     cells, rows_meta = [], []
-    for point in points:  # every cell checked by the command's own parser before any work
-        argv = cell_argv(command, base, point, threads)
-        parse_cell(argv)
+    for point in expand(grid):  # every cell checked by the command's own parser before any work
+        argv = cell_argv(command, base, point, threads, parser)
+        parse_cell(argv, parser)
         name = "_".join(f"{k}-{v}" for k, v in point.items())
         name = re.sub(r"[^A-Za-z0-9._=+-]", "_", name)[:80] + "-" + run_hash({"argv": argv[:-3]})[:8]
         cdir = folder / "cells" / name
@@ -333,9 +337,7 @@ def _write_table(folder: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    tmp = folder / "table.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    tmp.replace(folder / "table.csv")
+    atomic_write_bytes(folder / "table.csv", buf.getvalue().encode())
 
 
 def _plots(folder: Path, rows: list[dict], grid: dict, command: str) -> None:
