@@ -16,9 +16,6 @@ from ..io import FileFormatError
 from ..training import TrainConfig
 from .options import ModelDataConfig, add_executor_options, add_run_options
 
-EDGE_POPUP_TRAINING = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                                  budget="20ep", schedule="cosine")
-
 
 def _trainer(sub, name: str, help_: str, train_defaults=None, exclude=()):
     sp = sub.add_parser(name, help=help_)
@@ -29,7 +26,7 @@ def _trainer(sub, name: str, help_: str, train_defaults=None, exclude=()):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..find.edge_popup import EdgePopupConfig
+    from ..find.edge_popup import PAPER_TRAINING, EdgePopupConfig
     from ..find.gfs import GFSConfig
     from ..find.imp import IMPConfig
     from ..find.pai import PaIConfig
@@ -72,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=tc.cmd_pai)
 
     ep = _trainer(sub, "edge-popup", "search a strong ticket on frozen random weights (writes a ticket file)",
-                  EDGE_POPUP_TRAINING, exclude=("init", "model_seed"))
+                  PAPER_TRAINING, exclude=("init", "model_seed"))
     add_arguments(ep, EdgePopupConfig)
     ep.set_defaults(func=tc.cmd_edge_popup)
 

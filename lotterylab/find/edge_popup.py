@@ -26,6 +26,10 @@ from ..tickets import Ticket, state_sha256
 from ..training import TrainConfig, train
 from .scores import prunable
 
+# the paper's training of the scores: SGD lr 0.1, momentum 0.9, weight decay 5e-4, cosine, 20 epochs
+PAPER_TRAINING = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, budget="20ep",
+                             schedule="cosine")
+
 
 @dataclass
 class EdgePopupConfig:
@@ -107,8 +111,7 @@ def edge_popup(arch_name: str, data: DataSplits, cfg: EdgePopupConfig | None = N
     scores, cosine schedule.
     """
     cfg = cfg or EdgePopupConfig()
-    train_cfg = train_cfg or TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                                         budget="20ep", schedule="cosine")
+    train_cfg = train_cfg or PAPER_TRAINING
     init = {"dist": cfg.weight_init, "scale": 1.0 / math.sqrt(cfg.density) if cfg.scale_fan else 1.0}
     spec = {"weight": init, "bias": "zeros"}
     model = models.create(arch_name, activation, input_shape=data.input_shape, num_classes=data.num_classes, init=spec,
@@ -135,8 +138,7 @@ def edge_popup_mask(model: nn.Module, data: DataSplits, cfg: EdgePopupConfig | N
     import copy
 
     cfg = cfg or EdgePopupConfig()
-    train_cfg = train_cfg or TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                                         budget="20ep", schedule="cosine")
+    train_cfg = train_cfg or PAPER_TRAINING
     net = copy.deepcopy(model)
     return _search(net, data, cfg, train_cfg, out, device, progress, names,
                    {"edge_popup": vars(cfg), "weights_sha256": state_sha256(model), "data": data.describe()})
