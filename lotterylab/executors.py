@@ -77,7 +77,8 @@ class Executor:
 
     def __init__(self, workers: int | None = None, threads: int = 1, address: str | None = None):
         self.threads = threads
-        self.workers = workers or os.cpu_count() or 1
+        # None: every core, each worker on ``threads`` of them
+        self.workers = workers or max(1, (os.cpu_count() or 1) // threads)
 
     def put(self, obj):
         return obj
@@ -106,6 +107,11 @@ class Serial(Executor):
 
     def __init__(self, workers=None, threads=1, address=None):
         super().__init__(1, threads)
+
+    def describe(self) -> dict:  # (the calls ran on the caller's threads, whatever ``threads`` said)
+        import torch
+
+        return {"executor": self.name, "workers": 1, "threads_per_worker": torch.get_num_threads()}
 
     def map(self, fn, calls, on_done=None):
         out = []
@@ -190,9 +196,10 @@ class Ray(Executor):
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            else:  # (``workers`` here counts the local cluster's CPUs)
+                ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
                 self._started = True
+        # what the cluster has, not what was asked (a cluster already running decides): recorded by describe()
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         self._remote = ray.remote(num_cpus=threads, max_retries=0)(_call)
 

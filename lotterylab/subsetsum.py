@@ -185,13 +185,13 @@ def solve_on(executor, values: torch.Tensor, targets: torch.Tensor, eps: float, 
     bit for bit, as ``solve`` in one process. The instances go to the workers once through
     ``executor.put`` (Ray's object store); each task reads its slice. Small batches, where shipping
     costs more than solving, are solved here."""
-    eps = _validate(values, targets, eps, objective, k)
     B, n = values.shape[:2]
     beam = values.dim() == 3 and (1 << n) * values.shape[2] > VECTOR_EXACT_BUDGET
     min_part = PART_MIN_BEAM if beam else PART_MIN_SCALAR
     parts = min(4 * executor.workers, B // min_part)
     if executor.name == "serial" or parts < 2 or values.device.type != "cpu":
         return solve(values, targets, eps, objective, k, beam_width=beam_width)
+    eps = _validate(values, targets, eps, objective, k)  # (before any part is shipped)
     X = values.detach().to(torch.float64).contiguous().numpy()
     T = targets.detach().to(torch.float64).contiguous().numpy()
     cuts = [B * i // parts for i in range(parts + 1)]

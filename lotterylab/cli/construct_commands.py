@@ -154,7 +154,6 @@ def cmd_construct(ns) -> int:
 
 def _executor(ns):
     """None (this process, --threads threads) or the executor --executor names, one thread per worker."""
-    executors.check(ns.executor, ns.workers)
     return None if ns.executor == "serial" else executors.create(ns.executor, ns.workers, threads=1)
 
 
