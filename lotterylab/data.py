@@ -378,6 +378,18 @@ def view_32x32x3(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
 
 
+def view_7x7x1(x: torch.Tensor) -> torch.Tensor:
+    """MNIST-type 1x28x28 images average-pooled 4x4 to 1x7x7 (49 inputs: small planted problems on real
+    images). Values stay in the pixel range 0..255."""
+    x = _as_nchw(x)
+    if x.shape[1:] != (1, 28, 28):
+        raise ValueError(f"the 7x7x1 view is for 1x28x28 images, got {tuple(x.shape[1:])}")
+    return torch.nn.functional.avg_pool2d(x.to(torch.float32), 4)
+
+
+VIEWS = {"32x32x3": view_32x32x3, "7x7x1": view_7x7x1}
+
+
 # parsed files, per process: a sweep's cells and a pool's workers read a data set once. Keyed by the
 # files' names, sizes and modification times, so a changed file is read (and checked) again.
 _RAW: dict[tuple, tuple] = {}
@@ -410,7 +422,8 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
          normalize: bool = True, device=None, verify: bool = True) -> DataSplits:
     """Load a data set with a validation split of ``val_size`` training examples chosen by ``seed``.
 
-    ``view="32x32x3"`` pads and repeats MNIST-type images so CIFAR architectures run on them.
+    ``view="32x32x3"`` pads and repeats MNIST-type images so CIFAR architectures run on them;
+    ``view="7x7x1"`` average-pools them 4x4 (49 inputs: small planted problems on real images).
     Normalisation uses the training split's per-channel mean and std. ``verify=False`` skips the
     SHA-256 check of IDX files in a user directory (structure and gzip CRC are always checked), for
     other data in the same format; the MNIST tarball is always checked against its pinned hashes.
@@ -419,12 +432,12 @@ def load(name: str, root=None, val_size: int = 5000, seed: int = 0, view: str | 
                "cifar10": _cifar_raw}
     if name not in readers:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
+    if view is not None and view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; available: {', '.join(VIEWS)}")
     xtr, ytr, xte, yte = _raw(name, root, verify, readers[name])  # (shared: never changed in place below)
     xtr, xte = _as_nchw(xtr), _as_nchw(xte)
-    if view == "32x32x3":
-        xtr, xte = view_32x32x3(xtr), view_32x32x3(xte)
-    elif view is not None:
-        raise ValueError(f"unknown view {view!r}; available: '32x32x3'")
+    if view is not None:
+        xtr, xte = VIEWS[view](xtr), VIEWS[view](xte)
     if not 0 <= val_size < len(ytr):
         raise ValueError(f"val_size must be in [0, {len(ytr)}), got {val_size}")
     g = torch.Generator().manual_seed(seed)

@@ -7,13 +7,13 @@ known function (the masked source, within the construction's tolerance of its ta
 :class:`PlantedProblem` is that source, its mask and a teacher task whose labels come from the
 planted subnetwork; :func:`score` compares any found mask with the planted one.
 
-What is here: the problem (classification: labels = the teacher's argmax, on inputs drawn from the
-ticket's domain box or on real images), scoring (per-layer precision and recall of kept weights;
-:meth:`PlantedProblem.reaches`: whether a found network reaches the teacher's accuracy), and every
-finder runs on a planted source
-(``find.pai.prune_at_init``, ``find.imp.IMP`` and ``find.edge_popup.edge_popup_mask`` take any
-``nn.Module``). Not yet here: a regression variant (the one training loop is cross-entropy only)
-and the study over finders x densities (docs/finders.md says what is measured so far).
+Two tasks: ``classification`` (labels = the teacher's argmax) and ``regression`` (targets = the
+teacher's outputs, trained and scored with squared error), on inputs drawn from the ticket's domain
+box or on real images. Scoring: per-layer precision and recall of kept weights
+(:func:`score`) and :meth:`PlantedProblem.reaches` (does a found network do what the plant does).
+Every finder runs on a planted source (``find.pai.prune_at_init``, ``find.imp.IMP`` and
+``find.edge_popup.edge_popup_mask`` take any ``nn.Module``); :mod:`lotterylab.planted_study` runs
+them all on plants of several families and activations.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from . import rng
 from .data import DataSplits, Split
 from .masks import Mask
 from .tickets import Ticket
+
+TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -58,17 +60,25 @@ class PlantedProblem:
     @torch.no_grad()
     def reaches(self, model: nn.Module, tol: float = 0.01) -> dict:
         """Does a found network (a masked source, or a trained ticket) do what the planted one does?
-        Test-set accuracy on the teacher's labels (the teacher's own is 1) and cross-entropy beside
-        the teacher's; ``reaches``: accuracy >= 1 - ``tol``."""
+
+        Classification: test accuracy on the teacher's labels (the teacher's own is 1) and
+        cross-entropy beside the teacher's; ``reaches``: accuracy >= 1 - ``tol``. Regression: the
+        squared error to the teacher's outputs relative to their variance (``relative_loss``, 0 for
+        the teacher, 1 for a constant at the mean); ``reaches``: relative_loss <= ``tol``."""
         from .training import evaluate
 
-        was = model.training
-        model.eval()
         mine = evaluate(model, self.data.test)
-        model.train(was)
         ref = evaluate(self.teacher(), self.data.test)
-        return {"accuracy": mine["accuracy"], "loss": mine["loss"], "teacher_accuracy": ref["accuracy"],
-                "teacher_loss": ref["loss"], "reaches": mine["accuracy"] >= ref["accuracy"] - tol}
+        out = {"accuracy": mine["accuracy"], "loss": mine["loss"], "teacher_accuracy": ref["accuracy"],
+               "teacher_loss": ref["loss"]}
+        if self.task == "regression":
+            y = self.data.test.y
+            spread = float((y - y.mean(0)).square().sum(1).mean())
+            out["relative_loss"] = mine["loss"] / spread if spread > 0 else float("inf")
+            out["reaches"] = out["relative_loss"] <= tol
+        else:
+            out["reaches"] = mine["accuracy"] >= ref["accuracy"] - tol
+        return out
 
 
 def _inputs_in_box(ticket: Ticket, n: int, seed: int, stream: str) -> torch.Tensor:
@@ -86,8 +96,8 @@ def _inputs_in_box(ticket: Ticket, n: int, seed: int, stream: str) -> torch.Tens
 
 
 @torch.no_grad()
-def _labels(teacher: nn.Module, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    return torch.cat([teacher(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+def _outputs(teacher: nn.Module, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    return torch.cat([teacher(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
 def plant(ticket: Ticket, task: str = "classification", inputs: DataSplits | None = None, n_train: int = 10_000,
@@ -96,11 +106,13 @@ def plant(ticket: Ticket, task: str = "classification", inputs: DataSplits | Non
 
     ``inputs``: a data set whose images are relabelled by the teacher (its sizes are kept), or None:
     ``n_train`` / ``n_val`` / ``n_test`` points drawn uniformly from the ticket's domain box (seeded).
-    ``task="classification"``: the label of x is the teacher's argmax (as many classes as outputs).
+    ``task="classification"``: the label of x is the teacher's argmax (as many classes as outputs);
+    ``task="regression"``: its targets are the teacher's outputs (float; the training loop and every
+    finder then use squared error, :func:`lotterylab.training.task_loss`). ``data.num_classes`` is
+    the number of outputs either way.
     """
-    if task != "classification":
-        raise ValueError(f"task {task!r}: only 'classification' is implemented (the training loop is "
-                         f"cross-entropy only; a regression variant needs a loss option there)")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name} must be a positive integer, got {n!r}")
@@ -113,22 +125,27 @@ def plant(ticket: Ticket, task: str = "classification", inputs: DataSplits | Non
         xs = [inputs.train.x, inputs.val.x, inputs.test.x]
         name, shape = f"planted-{inputs.name}", tuple(inputs.input_shape)
     try:
-        ys = [_labels(teacher, x) for x in xs]
+        outs = [_outputs(teacher, x) for x in xs]
     except RuntimeError as e:
         raise ValueError(f"the ticket's network does not take these inputs ({e}); give inputs of its input shape "
                          f"{ticket.arch.get('input_shape')}") from None
-    with torch.no_grad():
-        out = teacher(xs[2][:2])
-    classes = int(out.shape[1])
-    if classes < 2:
-        raise ValueError("a classification task needs a ticket with at least 2 outputs")
-    hist = torch.bincount(ys[0], minlength=classes)
+    classes = int(outs[0].shape[1])
+    weights = Mask({k: v for k, v in ticket.masks.items() if v.dim() > 1})
+    # the density of the planted weights: what the finders prune (biases are not theirs)
+    info = {"classes": classes, "planted_density": weights.density, "planted_density_with_biases": ticket.masks.density,
+            "source_parameters": ticket.counts()["source_parameters"]}
+    if task == "classification":
+        if classes < 2:
+            raise ValueError("a classification task needs a ticket with at least 2 outputs")
+        ys = [o.argmax(1) for o in outs]
+        hist = torch.bincount(ys[0], minlength=classes)
+        info["train_label_share"] = (hist.double() / hist.sum()).tolist()
+    else:
+        ys = outs
+        info["train_target_std"] = outs[0].std(0).tolist()
     data = DataSplits(name, Split(xs[0], ys[0]), Split(xs[1], ys[1]), Split(xs[2], ys[2]), classes, shape,
                       [0.0], [1.0])
-    planted = ticket.masks
-    return PlantedProblem(ticket, data, task, {
-        "classes": classes, "train_label_share": (hist.double() / hist.sum()).tolist(),
-        "planted_density": planted.density, "source_parameters": ticket.counts()["source_parameters"]})
+    return PlantedProblem(ticket, data, task, info)
 
 
 def score(found: Mask, planted: Mask) -> dict:

@@ -100,11 +100,20 @@ def mask_distance_matrix(distances, path, labels=None, title: str = "early-bird 
     return _save(fig, path)
 
 
-def heatmap(values, path, xlabels, ylabels, xlabel: str, ylabel: str, title: str, cbar: str) -> Path:
-    v = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    im = ax.imshow(v, cmap="magma_r", aspect="auto", origin="lower")
+def heatmap(values, path, xlabels, ylabels, xlabel: str, ylabel: str, title: str, cbar: str,
+            annotate: str | None = None, vmin=None, vmax=None, size=(6.4, 4.4)) -> Path:
+    """``values[row][col]`` (None: blank); ``annotate``: a format such as ``"{:.2f}"`` written in each cell."""
+    v = np.asarray([[np.nan if x is None else x for x in row] for row in values], dtype=float)
+    fig, ax = plt.subplots(figsize=size)
+    im = ax.imshow(v, cmap="magma_r", aspect="auto", origin="lower", vmin=vmin, vmax=vmax)
     fig.colorbar(im, ax=ax, label=cbar)
+    if annotate:
+        lo, hi = np.nanmin(v) if np.isfinite(v).any() else 0.0, np.nanmax(v) if np.isfinite(v).any() else 1.0
+        mid = (lo if vmin is None else vmin) / 2 + (hi if vmax is None else vmax) / 2
+        for (i, j), x in np.ndenumerate(v):
+            if np.isfinite(x):
+                ax.text(j, i, annotate.format(x), ha="center", va="center", fontsize=6,
+                        color="white" if x > mid else "black")
     ax.set_xticks(range(len(xlabels)))
     ax.set_xticklabels(xlabels, rotation=45, fontsize=7)
     ax.set_yticks(range(len(ylabels)))

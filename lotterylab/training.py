@@ -123,19 +123,36 @@ def epoch_order(seed: int, epoch: int, n: int, device=None) -> torch.Tensor:
     return torch.sort(keys, stable=True).indices
 
 
+def task_loss(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The task's loss, read off its targets: class indices (integers) -> cross-entropy; real-valued
+    targets of the outputs' shape (a regression task, e.g. a planted teacher's outputs) -> squared
+    error summed over the outputs, per example (``reduction``: mean or sum over examples)."""
+    if not y.is_floating_point():
+        return F.cross_entropy(out, y, reduction=reduction)
+    if y.shape != out.shape:
+        raise ValueError(f"regression targets of shape {tuple(y.shape[1:])} for outputs of shape "
+                         f"{tuple(out.shape[1:])}; give one real target per output")
+    per_example = (out - y).square().flatten(1).sum(1)
+    return per_example.sum() if reduction == "sum" else per_example.mean()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict:
+    """Mean loss (:func:`task_loss`) and accuracy on a split; a regression split has no accuracy (NaN,
+    written as null)."""
     was = model.training
     model.eval()
     loss, correct = 0.0, 0
+    regression = split.y.is_floating_point()
     for i in range(0, len(split), batch_size):
         out = model(split.x[i:i + batch_size])
         y = split.y[i:i + batch_size]
-        loss += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
+        loss += float(task_loss(out, y, reduction="sum"))
+        if not regression:
+            correct += int((out.argmax(1) == y).sum())
     model.train(was)
     n = max(len(split), 1)
-    return {"loss": loss / n, "accuracy": correct / n}
+    return {"loss": loss / n, "accuracy": math.nan if regression else correct / n}
 
 
 class Loop:
@@ -320,7 +337,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * f
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = task_loss(model(x), y)
         loss.backward()
         for cb in callbacks:
             cb.on_backward_end(loop)

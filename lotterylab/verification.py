@@ -14,6 +14,7 @@ The construction's certificate (an upper bound) is reported beside them when the
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import torch
@@ -40,8 +41,10 @@ def _err(f, g, x):
 
 def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), samples: int = 100_000,
            attack_steps: int = 200, attack_starts: int = 32, seed: int = 0, batch: int = 8192, device=None,
-           input_shape=None) -> dict:
+           input_shape=None, probes: bool = True) -> dict:
     """Largest |target(x) - ticket(x)| found over the box ``domain`` (see module docs).
+    ``probes=False``: random points only (no corners, faces or impulses; with ``attack_steps=0``, a
+    quick sampled check).
 
     Image targets (``input_shape`` or a convolutional ticket's own) are also probed with
     border-heavy inputs: constant images and single-pixel impulses, corners included."""
@@ -70,13 +73,17 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
         u = torch.rand(n, n0, generator=gen, dtype=torch.float64).to(device)
         return lo + (hi - lo) * u
 
-    # random points, in batches, keeping the worst
+    # random points, in batches, keeping the worst (and the target's output range on them)
     worst_x, worst_e = [], []
     done = 0
+    out_lo, out_hi = math.inf, -math.inf
     while done < samples:
         n = min(batch, samples - done)
         x = sample(n)
-        e = _err(f, g, x)
+        with torch.no_grad():
+            fx, gx = f(x), g(x)
+        e = (fx - gx).abs().amax(dim=1)
+        out_lo, out_hi = min(out_lo, float(fx.min())), max(out_hi, float(fx.max()))
         k = min(attack_starts, n)
         top = e.topk(k)
         worst_x.append(x[top.indices])
@@ -84,17 +91,19 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
         done += n
     # corners and faces
     special = []
-    if n0 <= 12:
-        special.append(torch.tensor(list(itertools.product((0.0, 1.0), repeat=n0)), dtype=torch.float64, device=device))
-    else:
-        n_corners = min(4096, max(256, samples))  # random corners, as many as the random points (<= 4096)
-        special.append((torch.rand(n_corners, n0, generator=gen, dtype=torch.float64) > 0.5).double().to(device))
-    eye = torch.eye(n0, dtype=torch.float64, device=device)
-    mid = torch.full((1, n0), 0.5, dtype=torch.float64, device=device)
-    special += [mid + 0.5 * eye, mid - 0.5 * eye, mid]
-    if shape is not None:  # constant images at the box's bounds, impulses on a low / high background
-        special += [torch.zeros(1, n0, dtype=torch.float64, device=device),
-                    torch.ones(1, n0, dtype=torch.float64, device=device), eye, 1.0 - eye]
+    if probes:
+        if n0 <= 12:
+            special.append(torch.tensor(list(itertools.product((0.0, 1.0), repeat=n0)), dtype=torch.float64,
+                                        device=device))
+        else:
+            n_corners = min(4096, max(256, samples))  # random corners, as many as the random points (<= 4096)
+            special.append((torch.rand(n_corners, n0, generator=gen, dtype=torch.float64) > 0.5).double().to(device))
+        eye = torch.eye(n0, dtype=torch.float64, device=device)
+        mid = torch.full((1, n0), 0.5, dtype=torch.float64, device=device)
+        special += [mid + 0.5 * eye, mid - 0.5 * eye, mid]
+        if shape is not None:  # constant images at the box's bounds, impulses on a low / high background
+            special += [torch.zeros(1, n0, dtype=torch.float64, device=device),
+                        torch.ones(1, n0, dtype=torch.float64, device=device), eye, 1.0 - eye]
     for s in special:
         for c0 in range(0, len(s), batch):
             x = lo + (hi - lo) * s[c0:c0 + batch]
@@ -121,7 +130,7 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
                 x.copy_(torch.maximum(torch.minimum(x, hi), lo))
                 attack_sup = max(attack_sup, float(_err(f, g, x).max()))
     out = {"sup_error": max(random_sup, attack_sup), "sup_error_random": random_sup, "sup_error_attack": attack_sup,
-           "samples": samples, "attack_steps": attack_steps, "seconds": time.perf_counter() - t0}
+           "output_range": out_hi - out_lo, "samples": samples, "attack_steps": attack_steps, "seconds": time.perf_counter() - t0}
     if isinstance(ticket, Ticket) and "certificate" in ticket.report:
         out["certificate"] = ticket.report["certificate"]
         out["eps"] = ticket.report.get("eps")

@@ -52,9 +52,14 @@ COMMANDS = {
     "study": lambda tmp: ["study", "pretraining", "--sizes", "100,200", "--iterations", "0,10", "--width", "16",
                           "--neurons", "4", "--selection-examples", "50", "--batch-size", "20", "--workers", "1",
                           "--pool", "0", "--quiet", "--threads", "1"],
+    "study-planted": lambda tmp: ["study", "planted", "--families", "2L", "--activations", "relu", "--finders",
+                                  "snip,random", "--density-factors", "2", "--width", "4", "--target-budget", "20it",
+                                  "--budget", "5it", "--val-size", "500", "--executor", "serial", "--quiet",
+                                  "--threads", "1"],
 }
 OWN_FIGURES = {"construct": ["construction.png"],  # a file target: no test set, so its construction figure
-               "study": ["pretraining_heatmap.png", "pretraining_threshold.png"]}
+               "study": ["pretraining_heatmap.png", "pretraining_threshold.png"],
+               "study-planted": ["planted_recall.png", "planted_score.png"]}
 
 
 def _given_flags(argv):
@@ -88,7 +93,7 @@ def test_every_command_conforms(name, tmp_path, monkeypatch, capsys):
     run = res["run"]
     assert run["threads"] == 1
     settings = run["settings"]
-    for flag, value in _given_flags(argv[2:] if name == "study" else argv[1:]).items():
+    for flag, value in _given_flags(argv[2:] if name.startswith("study") else argv[1:]).items():
         if flag in ("executor", "workers"):  # where the work ran: recorded beside the settings, not in the hash
             assert str(run[flag]) == value, flag
             continue

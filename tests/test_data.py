@@ -148,6 +148,17 @@ def test_bad_arguments():
         data_mod.load("svhn")
     with pytest.raises(ValueError, match="32x32"):
         data_mod.view_32x32x3(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="7x7x1 view is for 1x28x28"):
+        data_mod.view_7x7x1(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="available: 32x32x3, 7x7x1"):
+        data_mod.load("mnist", view="14x14")
+
+
+def test_the_7x7_view_averages_4x4_blocks():
+    x = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    v = data_mod.view_7x7x1(x)
+    assert v.shape == (3, 1, 7, 7) and v.dtype == torch.float32
+    assert float(v[1, 0, 2, 5]) == pytest.approx(float(x[1, 8:12, 20:24].double().mean()))
 
 
 @pytest.mark.parametrize("protocol", [2, 5])

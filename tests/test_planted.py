@@ -1,8 +1,11 @@
 """Planted tickets: the teacher is the ticket's function, scoring finds the planted mask (recall 1)
 and a random mask (recall ~ its density), and every finder runs on a planted source."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lotterylab as ll
@@ -11,7 +14,7 @@ from lotterylab.find.imp import IMP, IMPConfig
 from lotterylab.find.pai import PaIConfig, prune_at_init
 from lotterylab.masks import Mask
 from lotterylab.planted import plant, score  # (also lotterylab.plant)
-from lotterylab.training import TrainConfig, evaluate
+from lotterylab.training import TrainConfig, evaluate, task_loss, train
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +88,44 @@ def test_every_finder_runs_on_a_planted_source(problem, tmp_path):
             assert s["found_density"] == pytest.approx(d, rel=0.2, abs=2e-3), name
 
 
+def test_the_regression_variant_targets_the_teachers_outputs(problem, tmp_path):
+    _, p = problem
+    r = plant(p.ticket, task="regression", n_train=600, n_val=100, n_test=300, seed=3)
+    assert torch.equal(r.data.train.x, p.data.train.x)  # the same inputs as the classification variant
+    with torch.no_grad():
+        assert torch.equal(r.data.test.y, r.teacher()(r.data.test.x))
+    assert r.data.test.y.dtype == torch.float32 and r.data.num_classes == 4 and "train_target_std" in r.info
+    ok = r.reaches(r.teacher())
+    assert ok["loss"] == 0.0 and ok["relative_loss"] == 0.0 and ok["reaches"] and math.isnan(ok["accuracy"])
+    # a constant at the targets' mean has relative error 1; the untrained masked-off source is far off
+    class Mean(nn.Module):
+        def forward(self, x):
+            return r.data.test.y.mean(0).expand(len(x), -1)
+    assert r.reaches(Mean())["relative_loss"] == pytest.approx(1.0, rel=1e-4)
+    # training and every finder use squared error: a few steps on the planted mask lower it
+    net = p.planted.apply(r.source())
+    before = evaluate(net, r.data.test)["loss"]
+    res = train(net, r.data, TrainConfig(budget="30it", eval_every="30it", batch_size=50, lr=1e-3), mask=p.planted,
+                progress=False)
+    assert res["final"]["test_loss"] < before and math.isnan(res["final"]["test_accuracy"])
+    for method in ("snip", "grasp"):
+        m = prune_at_init(r.source(), r.data, PaIConfig(method=method, density=0.3, batches=1))
+        assert m.density == pytest.approx(0.3, abs=0.01)
+
+
+def test_task_loss_follows_the_targets():
+    out = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    assert torch.equal(task_loss(out, torch.tensor([0, 1])), F.cross_entropy(out, torch.tensor([0, 1])))
+    y = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    assert float(task_loss(out, y)) == pytest.approx((1.0 + 4.0) / 2)  # summed over outputs, mean over examples
+    assert float(task_loss(out, y, reduction="sum")) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="one real target per output"):
+        task_loss(out, torch.zeros(2, 3))
+
+
 def test_bad_plants_are_refused(problem):
     _, p = problem
-    with pytest.raises(ValueError, match="only 'classification'"):
-        plant(p.ticket, task="regression")
+    with pytest.raises(ValueError, match="unknown task"):
+        plant(p.ticket, task="ranking")
     with pytest.raises(ValueError, match="n_train"):
         plant(p.ticket, n_train=0)

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..find.gfs import GFSConfig
     from ..find.imp import IMPConfig
     from ..find.pai import PaIConfig
+    from ..planted_study import PlantedStudyConfig
     from ..study import PretrainStudyConfig
     from . import construct_commands as cc
     from . import file_commands as fc
@@ -106,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(pt, device=False, out_help="run folder (default: runs/study-pretraining-<model>-<data>-<hash of "
                                                "what the cells depend on>); a rerun reuses every finished cell")
     pt.set_defaults(func=cc.cmd_study)
+    pl = stsub.add_parser("planted", help="every finder on planted tickets of several families and activations: "
+                                          "do they recover them?")
+    add_arguments(pl, PlantedStudyConfig)
+    pl.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
+                    help="images (average-pooled to 7x7) the targets learn and the teachers label (default: mnist)")
+    pl.add_argument("--data-root", default="", help="directory of the data set files")
+    pl.add_argument("--val-size", type=CHECKS["positive"](int), default=5000,
+                    help="training examples held out for validation (default: 5000)")
+    pl.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                    help="check the data files' SHA-256 (--no-verify: your own files in the standard format)")
+    pl.add_argument("--plots-dir", default="", help="where the PNGs go (default: the run folder)")
+    add_executor_options(pl, default="processes", what="the cells (one thread each)")
+    add_run_options(pl, device=False, out_help="run folder (default: runs/study-planted-<task>-<data>-<hash of what "
+                                               "the cells depend on>); a rerun reuses every finished cell")
+    pl.set_defaults(func=cc.cmd_study_planted)
 
     from ..sweep import COMMANDS as SWEEPABLE
     sw = sub.add_parser("sweep", help="a grid of runs of any command, resumable, on serial / processes / ray",

@@ -137,6 +137,14 @@ def cmd_construct(ns) -> int:
                  f"{rep['timings_s']['total']:.1f} s")
     if "verify" in rep:
         lines.append(f"largest error found by sampling and attack: {rep['verify']['sup_error']:.3g}")
+    if rep.get("pure_pruning") is False:
+        lines.append("first layer: identity, the papers' idealised experiment: the source is not a network of the "
+                     "target's activation throughout (not a pure pruning)")
+    se = rep.get("sampled_error")
+    if rep.get("far_from_target") and se:
+        lines.append(f"WARNING: this ticket is far from its target: sampled output error {se['sup_error']:.3g} against "
+                     f"an output range of {se['output_range']:.3g}; try a smaller --eps-param, --calibration, "
+                     f"--mode 2L or guarantee mode (--eps)")
     vac = " (vacuous at this size: far above any error seen)" if rep["certificate"] > 1 and cc.eps_param else ""
     lines.append(f"certificate {rep['certificate']:.3g}: {what}{vac}")
     if "structured" in rep:
@@ -238,4 +246,31 @@ def cmd_study(ns) -> int:
         fit = f"fitted slope {slope:.1f} iterations per e-fold of m (R^2 {res['fit']['r2']:.2f})"
     run.finish({**res, "kind": "study_pretraining", "dataset": ns.dataset},
                [f"T*(m): {res['T_star']}; {fit}; {res['wall_time_s']:.0f} s; results in {run.path}"])
+    return 0
+
+
+def cmd_study_planted(ns) -> int:
+    from ..planted_study import PlantedStudyConfig, cells_key, check, run_planted_study
+
+    start(ns)
+    executors.check(ns.executor, ns.workers)
+    cfg = from_namespace(PlantedStudyConfig, ns)
+    check(cfg)
+    spec = {"name": ns.dataset, "root": ns.data_root, "verify": ns.verify, "val_size": ns.val_size}
+    # keyed by what the cells depend on (not the grid or the tolerance): a wider grid reuses every finished cell
+    run = RunFolder(ns, "study-planted", [cfg.task, ns.dataset], key={"cells": cells_key(cfg), "data": spec})
+    done = run.check()
+    if done is not None:
+        print_finished(done, run.path)
+        return 0
+    from ..planted_study import load_data
+
+    load_data(spec)  # the data files checked here, before any work, not in every worker
+    res = run_planted_study(spec, cfg, out=run.path, executor=ns.executor, workers=ns.workers,
+                            plots_dir=ns.plots_dir or None, log=lambda line: stage(ns, line))
+    from ..planted_study import summary_lines
+
+    run.finish({**res, "kind": "study_planted", "dataset": ns.dataset},
+               summary_lines(res) + [f"{len(res['rows'])} cells, {res['wall_time_s']:.0f} s; table and heat maps "
+                                     f"in {run.path}"])
     return 0

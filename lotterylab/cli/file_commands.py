@@ -44,6 +44,12 @@ def summarize_result(r: dict) -> list[str]:
                      f"{pct(r.get('dense_test_accuracy'))}); forward {r.get('speedup', 0):.2f}x faster")
     elif kind == "study_pretraining":
         lines.append(f"  T*(m) {r.get('T_star')}; fit {r.get('fit')}")
+    elif kind == "study_planted":
+        lines.append(f"  {len(r['rows'])} cells on {len(r['problems'])} planted problems ({r['config']['task']}); "
+                     f"table.csv and heat maps in the run folder")
+        from ..planted_study import summary_lines
+
+        lines += ["  " + line for line in summary_lines(r)]
     elif kind == "sweep":
         lines[0] = f"sweep of {r['cells']} {r['command']} cells over {', '.join(r['grid'])} on {r['executor']['executor']}"
         lines.append(f"  {r['ran']} ran, {r['reused']} finished before, {len(r['failed'])} failed; table: table.csv")
@@ -164,6 +170,11 @@ def _own_figures(r: dict, out: Path) -> list[Path]:
     from .. import plots
     from ..study import parse_ints
 
+    if r.get("kind") == "study_planted":
+        from ..planted_report import write_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        return write_report(r, out)
     if r.get("kind") == "study_pretraining":
         cfg, cells = r["config"], r["cells"]
         sizes, its = parse_ints(cfg["sizes"]), parse_ints(cfg["iterations"])
@@ -187,7 +198,8 @@ def cmd_plot(ns) -> int:
     if len(ns.runs) == 1:  # one result of a kind without density points: its own figures
         f = Path(ns.runs[0]) / "result.json" if Path(ns.runs[0]).is_dir() else Path(ns.runs[0])
         r = read_json(regular_file(f)) if f.exists() else {}
-        if r.get("kind") == "study_pretraining" or (r.get("kind") == "construct" and not r["report"].get("test")):
+        own = r.get("kind") in ("study_pretraining", "study_planted")
+        if own or (r.get("kind") == "construct" and not r["report"].get("test")):
             for p in _own_figures(r, out):
                 print(f"wrote {p}")
             return 0

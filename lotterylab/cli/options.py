@@ -41,7 +41,8 @@ class ModelDataConfig:
     dataset: str = field(default="mnist", metadata={"help": "data set", "choices": list(data_mod.DATASETS)})
     data_root: str = field(default="", metadata={"help": "directory of the data set files (CIFAR-10; your own MNIST "
                                                          "or Fashion-MNIST IDX files)"})
-    view: str = field(default="", metadata={"help": "'32x32x3' to pad and repeat MNIST-type images"})
+    view: str = field(default="", metadata={"help": "'32x32x3' to pad and repeat MNIST-type images; '7x7x1' to "
+                                                   "average-pool them 4x4 (49 inputs)"})
     val_size: int = field(default=5000, metadata={"help": "training examples held out for validation",
                                                   "check": "positive"})
     split_seed: int = field(default=0, metadata={"help": "seed of the validation split", "check": "nonneg"})

@@ -165,7 +165,50 @@ def _run(target, cfg, domain, input_shape, calibration, log, executor) -> Ticket
     ticket.report["compensation"] = None if comp is None or not comp.max_shift else {
         "block_per_layer": [comp.block.get(l) for l in range(t.depth)],
         "max_target_shift_per_layer": [comp.max_shift.get(l) for l in range(t.depth)]}
+    realised_check(target, ticket, domain, guarantee, cfg.seed)
     return ticket
+
+
+# a paper-mode ticket whose sampled output error exceeds this share of the target's output range is
+# flagged: its logits are not the target's (e.g. an L+1 ResNet at 11 % accuracy)
+FAR_FROM_TARGET = 0.25
+
+
+def realised_check(target: nn.Module, ticket: Ticket, domain, guarantee: bool, seed: int,
+                   samples: int = 512) -> dict:
+    """Measure the ticket's realised output error on ``samples`` seeded points of its domain (no
+    attack: ``lotterylab.verify`` does the thorough search) and record it as ``report["sampled_error"]``.
+
+    Guarantee mode: an error above the certificate is a bug of the certificate and raises. Paper mode
+    (no guarantee): an error above ``FAR_FROM_TARGET`` x the target's output range on the same points
+    sets ``report["far_from_target"]`` and warns with the ways out, so no ticket is silently useless."""
+    import warnings
+
+    from ..verification import verify
+
+    # (verify reads a convolutional ticket's input shape off the ticket; an MLP's inputs are flat, whatever
+    # shape its data has)
+    v = verify(target, ticket, domain, samples=samples, attack_steps=0, seed=seed, probes=False)
+    rng_out = float(v["output_range"])
+    rec = {"sup_error": v["sup_error"], "samples": samples, "output_range": rng_out,
+           "relative": v["sup_error"] / rng_out if rng_out > 0 else None, "seconds": v["seconds"]}
+    ticket.report["sampled_error"] = rec
+    cert = ticket.report.get("certificate")
+    if guarantee and cert is not None and v["sup_error"] > cert * (1 + 1e-6) + 1e-9:
+        raise ConstructionError(f"the ticket's sampled error {v['sup_error']:.4g} exceeds its certificate {cert:.4g}: "
+                                f"the certificate is wrong for this target; please report it with the target")
+    far = not guarantee and rec["relative"] is not None and rec["relative"] > FAR_FROM_TARGET
+    ticket.report["far_from_target"] = far
+    if far:
+        warnings.warn(f"this {ticket.report.get('mode')} ticket is far from its target: sampled output error "
+                      f"{v['sup_error']:.3g} against an output range of {rng_out:.3g} on {samples} points of the "
+                      f"domain (report['sampled_error']). Ways out: a smaller eps_param, calibration= (bias "
+                      f"correction), mode='2L', or guarantee mode (eps=)", TicketWarning, stacklevel=3)
+    return rec
+
+
+class TicketWarning(UserWarning):
+    """A construction finished, but its ticket is far from the target (see its report)."""
 
 
 def _round_settings(cfg: ConstructionConfig, t, scale_biases, layer_eps: list[float], first,

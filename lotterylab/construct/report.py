@@ -60,6 +60,9 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
         "mode": mode, "eps": eps, "eps_param": cfg.eps_param, "layer_eps": cfg.layer_eps,
         "guarantee_mode": eps_param is None,
         "first_layer": e.first.name, "objective": cfg.objective,
+        # the identity first layer is the papers' idealised experiment: its source is not a network of
+        # the target's activation throughout, so the ticket is not a pure pruning of a phi-network
+        "pure_pruning": e.first.name != "identity",
         "copy_objective": cfg.copy_objective or cfg.objective,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert.bound, "certificate_per_layer": cert.per_layer,

@@ -13,13 +13,12 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import models
 from ..data import DataSplits
 from ..masks import Mask
-from ..training import epoch_order
+from ..training import epoch_order, task_loss
 from .scores import layer_densities, mask_from_scores, prunable, random_scores, shuffle_within_layers
 
 METHODS = ("snip", "grasp", "synflow", "magnitude", "random")
@@ -69,9 +68,15 @@ def snip_scores(model: nn.Module, data: DataSplits, names, cfg: PaIConfig, mask:
     device = weights[0].device
     grads = [torch.zeros_like(w) for w in weights]
     for x, y in _batches(data, cfg, device):
-        g = torch.autograd.grad(F.cross_entropy(net(x), y), weights)
+        g = torch.autograd.grad(task_loss(net(x), y), weights)
         torch._foreach_add_(grads, g)
     return {n: (w.detach() * g).abs() for n, w, g in zip(names, weights, grads)}
+
+
+def _tempered(out: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
+    """GraSP's loss: cross-entropy of the logits over a temperature; a regression task's own loss
+    (a temperature means nothing for squared error)."""
+    return task_loss(out / t if not y.is_floating_point() else out, y)
 
 
 def grasp_scores(model: nn.Module, data: DataSplits, names, cfg: PaIConfig, mask: Mask | None = None) -> dict:
@@ -83,11 +88,11 @@ def grasp_scores(model: nn.Module, data: DataSplits, names, cfg: PaIConfig, mask
     t = cfg.grasp_temperature
     g_acc = [torch.zeros_like(w) for w in weights]
     for x, y in _batches(data, cfg, device):
-        g = torch.autograd.grad(F.cross_entropy(net(x) / t, y), weights)
+        g = torch.autograd.grad(_tempered(net(x), y, t), weights)
         torch._foreach_add_(g_acc, g)
     hg = [torch.zeros_like(w) for w in weights]
     for x, y in _batches(data, cfg, device):
-        g = torch.autograd.grad(F.cross_entropy(net(x) / t, y), weights, create_graph=True)
+        g = torch.autograd.grad(_tempered(net(x), y, t), weights, create_graph=True)
         z = sum((gi * ga).sum() for gi, ga in zip(g, g_acc))
         torch._foreach_add_(hg, torch.autograd.grad(z, weights))
     return {n: w.detach() * h for n, w, h in zip(names, weights, hg)}

@@ -28,6 +28,7 @@ def test_guarantee_mode_holds(act, mode, first_layer):
     assert rep["depth"]["source"] == (L + 1 if mode == "L+1" else 2 * L)
     assert len(ticket.source().linears) == rep["depth"]["source"]
     assert rep["certificate"] <= eps
+    assert rep["pure_pruning"] == (first_layer != "identity")  # the idealised first layer is labelled
     check = ll.verify(target, ticket, samples=100_000, attack_steps=100)
     assert check["sup_error"] <= rep["certificate"]  # the certificate is an upper bound...
     assert check["sup_error"] <= eps                  # ...and the ticket meets the request
@@ -122,3 +123,25 @@ def test_large_biases_and_min_l1_copies():
     assert l1.report["certificate"] < t.report["certificate"]
     with pytest.raises(ConstructionError, match="copy_objective"):
         ll.construct(target, mode="L+1", eps_param=0.01, copy_objective="first_hit")
+
+
+def test_every_construction_measures_its_realised_error_and_flags_a_far_ticket(recwarn):
+    """No ticket is silently useless: the sampled output error is in every report; a guarantee-mode
+    ticket's is below its certificate; a paper-mode ticket far from its target warns and is flagged."""
+    from lotterylab.construct.construction import FAR_FROM_TARGET, TicketWarning
+
+    target = trained_mlp("relu")
+    good = ll.construct(target, mode="L+1", eps=0.02, seed=3)
+    s = good.report["sampled_error"]
+    assert s["samples"] == 512 and 0 < s["sup_error"] <= good.report["certificate"]
+    assert good.report["far_from_target"] is False
+    # the same number an independent sampled check finds on those points
+    assert ll.verify(target, good, samples=512, attack_steps=0, seed=3, probes=False)["sup_error"] == s["sup_error"]
+    close = ll.construct(target, mode="2L", eps_param=0.01, seed=1)
+    assert close.report["far_from_target"] is False and close.report["sampled_error"]["relative"] < 0.05
+    assert not [w for w in recwarn if issubclass(w.category, TicketWarning)]
+    # a tolerance far too loose for the target: the ticket's outputs are not the target's
+    with pytest.warns(TicketWarning, match="far from its target"):
+        far = ll.construct(target, mode="L+1", eps_param=2.0, seed=1)
+    assert far.report["far_from_target"] is True
+    assert far.report["sampled_error"]["relative"] > FAR_FROM_TARGET
