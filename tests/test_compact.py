@@ -174,3 +174,23 @@ def test_compact_conv_ticket_on_real_mnist_images():
     with torch.no_grad():
         ref, got = ticket.network().double()(x.double()), ticket.compact()(x.double())
     assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_the_compact_network_is_built_once_and_rebuilt_for_new_masks():
+    import copy
+    import pickle
+
+    t = ll.construct(trained_mlp("relu"), mode="L+1", eps_param=0.02, seed=1)
+    net = t.compact()
+    assert t.compact() is net  # the construction's own check, verify and compare share it
+    assert t.compact(dtype=torch.float32) is not net
+    for other in (copy.deepcopy(t), pickle.loads(pickle.dumps(t))):  # copies leave it behind
+        assert other._compact == {}
+        x = torch.rand(32, 4, dtype=torch.float64) * 2 - 1
+        with torch.no_grad():
+            assert torch.equal(other.compact()(x), net(x))
+    t.masks = ll.Mask({k: torch.zeros_like(v) for k, v in t.masks.items()})
+    rebuilt = t.compact()
+    assert rebuilt is not net
+    with torch.no_grad():
+        assert not rebuilt(torch.rand(4, 4, dtype=torch.float64)).any()  # nothing kept: zero outputs

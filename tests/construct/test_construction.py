@@ -8,7 +8,7 @@ import lotterylab as ll
 from lotterylab.construct import ConstructionError
 from lotterylab.target import read_mlp
 
-from targets import SHAPE, small_cnn, trained_mlp
+from targets import SHAPE, small_cnn, small_resnet, trained_mlp
 
 # pure prunings of a source with the target's activation (sign trick or linearised first layer)
 FAITHFUL = [("relu", "L+1"), ("relu", "2L"), ("leaky_relu", "L+1"), ("leaky_relu", "2L"), ("tanh", "2L"),
@@ -145,3 +145,20 @@ def test_every_construction_measures_its_realised_error_and_flags_a_far_ticket(r
         far = ll.construct(target, mode="L+1", eps_param=2.0, seed=1)
     assert far.report["far_from_target"] is True
     assert far.report["sampled_error"]["relative"] > FAR_FROM_TARGET
+
+
+def test_a_useless_residual_ticket_is_flagged_and_a_good_one_is_not():
+    """The silently useless ticket of issue #18: a trained residual BN CNN in L+1 paper mode agrees with
+    its target on ~16 % of sampled inputs; the construction now says so. Its 2L ticket (~97 %) passes."""
+    from lotterylab.construct.construction import TicketWarning
+
+    target = small_resnet("relu", steps=60)
+    with pytest.warns(TicketWarning, match="far from its target"):
+        bad = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(0.0, 1.0), input_shape=SHAPE)
+    good = ll.construct(target, mode="2L", eps_param=0.01, seed=0, domain=(0.0, 1.0), input_shape=SHAPE)
+    x = torch.rand(512, *SHAPE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        agree = {k: float((target(x).argmax(1) == t.network()(x).argmax(1)).float().mean())
+                 for k, t in (("bad", bad), ("good", good))}
+    assert bad.report["far_from_target"] and agree["bad"] < 0.5
+    assert not good.report["far_from_target"] and agree["good"] > 0.9
