@@ -103,3 +103,40 @@ def test_construct_command_runs_on_a_pool_and_records_it(tmp_path, capsys):
     assert main([*argv, "--workers", "2", "--out", str(tmp_path / "x")]) == 2
     assert "parallel executor" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _zoo_target_job(root: str) -> tuple[list[str], str]:
+    """A worker that needs the zoo target ``mlp`` (what a sweep's cells do): its log and weights hash."""
+    from lotterylab import data
+    from lotterylab.cli.targets import TargetConfig, zoo_target
+    from lotterylab.tickets import state_sha256
+
+    splits = data.load("fashion-mnist", root=root, verify=False, val_size=10)
+    lines: list[str] = []
+    model = zoo_target(TargetConfig(target="mlp", target_budget="40it", dataset="fashion-mnist"), splits,
+                       progress=False, log=lines.append)
+    return lines, state_sha256(model)
+
+
+def test_parallel_workers_train_a_zoo_target_once(tmp_path, monkeypatch):
+    import gzip
+
+    from conftest import idx_bytes
+
+    root = tmp_path / "fmnist"  # 130 training images: more than a zoo target's batch of 60
+    root.mkdir()
+    g = torch.Generator().manual_seed(2)
+    for prefix, n in (("train", 130), ("t10k", 20)):
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8))))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(torch.arange(n, dtype=torch.uint8) % 10)))
+    monkeypatch.setenv("LOTTERYLAB_TARGETS", str(tmp_path / "targets"))
+    ex = executors.create("processes", 2, threads=1)
+    try:
+        out = ex.map(_zoo_target_job, [(str(root),)] * 2)
+    finally:
+        ex.close()
+    training = [lines for lines, _ in out if any("training on" in line for line in lines)]
+    assert len(training) == 1  # one worker trained it; the other waited and loaded the cached target
+    assert out[0][1] == out[1][1]

@@ -29,7 +29,7 @@ from torch import nn
 from .. import data as data_mod
 from .. import models
 from ..hparams import run_hash, to_dict
-from ..io import FileFormatError
+from ..io import FileFormatError, exclusive
 from ..training import TrainConfig, train
 
 # training budgets of zoo targets: the Frankle & Carbin protocol for LeNet-300-100 (a few minutes),
@@ -220,12 +220,13 @@ def zoo_target(tc: TargetConfig, splits, progress: bool = True, log=print) -> nn
     key = run_hash(cfg, {"target": tc.target, "activation": tc.activation, "dataset": tc.dataset,
                          "data": splits.describe()})
     folder = target_cache() / f"{tc.target}-{tc.activation}-{tc.dataset}-{key}"
-    if (folder / "result.json").exists():
-        log(f"target {tc.target} ({tc.activation}): trained on {tc.dataset} for {budget}, cached in {folder}")
-    else:
-        log(f"target {tc.target} ({tc.activation}): training on {tc.dataset} for {budget} (Adam lr {cfg.lr}, batch "
-            f"{cfg.batch_size}; --target-budget changes it), cached in {folder}")
-    res = train(model, splits, cfg, out=folder, progress=progress)
+    with exclusive(folder):  # parallel cells wanting the same target: one trains it, the others then load it
+        if (folder / "result.json").exists():
+            log(f"target {tc.target} ({tc.activation}): trained on {tc.dataset} for {budget}, cached in {folder}")
+        else:
+            log(f"target {tc.target} ({tc.activation}): training on {tc.dataset} for {budget} (Adam lr {cfg.lr}, "
+                f"batch {cfg.batch_size}; --target-budget changes it), cached in {folder}")
+        res = train(model, splits, cfg, out=folder, progress=progress)
     log(f"target test accuracy {100 * res['final']['test_accuracy']:.2f}%")
     return model.eval()
 
