@@ -209,19 +209,17 @@ def finder_cell(cfg: PlantedStudyConfig, data: DataSplits, fam: str, act: str, f
         mask, _ = edge_popup_mask(source, p.data, EdgePopupConfig(density=density, network_seed=cfg.seed),
                                   train_cfg=ep, out=folder, progress=False)
     elif finder == "imp":
-        rate = 1.0 - density ** (1.0 / cfg.imp_rounds)
         # layerwise, every layer at the same rate (Frankle & Carbin): global magnitude ranking collapses
         # whole layers of a constructed source, whose layers have very different weight scales
-        rate = max(rate, 1e-6)
+        rate = max(1.0 - density ** (1.0 / cfg.imp_rounds), 1e-6)
         run = IMP(copy.deepcopy(source), p.data, tc, IMPConfig(target_density=density, rounds=cfg.imp_rounds,
                                                                rate=rate, output_rate=rate, scope="layerwise",
                                                                rewind=cfg.imp_rewind), out=folder, progress=False)
-        state = run.run()
+        run.run()  # (its rounds' training is part of finding: the cell's seconds include it)
         mask = run.mask(cfg.imp_rounds)
         final = run.round_dir(cfg.imp_rounds) / "final.safetensors"  # the last round's trained weights
         trained = copy.deepcopy(source)
         load_state_into(trained, load_tensors(final, kind="weights")[0], final)
-        trained_seconds = sum(r["wall_time_s"] for r in state["rounds"])
     else:
         method, layers = _PAI[finder]
         mask = prune_at_init(source, p.data, PaIConfig(method=method, density=density,
@@ -233,12 +231,10 @@ def finder_cell(cfg: PlantedStudyConfig, data: DataSplits, fam: str, act: str, f
            "planted_density": planted_density, "untrained": untrained, "seconds": find_seconds}
     if finder != "edge_popup":  # edge-popup's weights stay frozen: its untrained network is its result
         if trained is None:
-            t1 = time.perf_counter()
             trained = _masked(source, mask)
             train(trained, p.data, tc, mask=mask, out=folder / "train", progress=False)
-            trained_seconds = time.perf_counter() - t1
         res["trained"] = p.reaches(trained, cfg.tol)
-        res["seconds"] = find_seconds + (trained_seconds if finder != "imp" else 0.0)
+        res["seconds"] = time.perf_counter() - t0  # finding and training
     weights = Mask({k: v for k, v in mask.items() if v.dim() > 1})
     s = p.score(weights)
     res.update(precision=s["precision"], recall=s["recall"], found_density=s["found_density"],
