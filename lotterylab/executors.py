@@ -193,6 +193,12 @@ class Ray(Executor):
         self._ray = ray
         self._started = False
         address = address or os.environ.get("RAY_ADDRESS")
+        if ray.is_initialized() and workers is not None:
+            have = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+            if have != workers:  # a running cluster cannot be resized: refuse rather than silently differ
+                raise ValueError(f"Ray is already running in this process with {have} worker slot(s) of {threads} "
+                                 f"CPU(s); workers={workers} cannot resize it: leave workers unset, or call "
+                                 f"ray.shutdown() first")
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, log_to_driver=False)

@@ -24,6 +24,10 @@ def cluster():
 def test_ray_gives_what_serial_gives(cluster, fashion_fixture_dir, tmp_path, monkeypatch):
     from test_sweep import base, rows
 
+    with pytest.raises(ValueError, match="cannot resize it"):  # a running cluster is not silently another size
+        executors.create("ray", workers=5)
+    with executors.create("ray", workers=2) as ex:  # (the size it has: accepted)
+        assert ex.workers == 2
     with executors.create("ray") as ex:
         assert ex.workers == 2 and ex.shares_objects
         assert ex.map(pow, [(b, 2) for b in range(5)]) == [0, 1, 4, 9, 16]
