@@ -7,13 +7,14 @@ registry: ``"L+1"``, ``"2L"``) lays out the random source (:mod:`.source`, drawn
 :mod:`.sizes`), the shared **engine** (:mod:`.engine`, with :mod:`.tables` and :mod:`.growth`)
 solves every subset sum and records it in a per-layer :mod:`.ledger`, the first-layer scheme
 (:mod:`.first_layer`) decides what univariate copies are worth, refinements on data
-(:mod:`.refine`) hook in, the :mod:`.certificate` bounds the error, and :mod:`.report` builds the
-ticket.
+(:mod:`.refine`) hook in, the :mod:`.certificate` bounds the error, :mod:`.report` builds the
+ticket, and a sampled check of its output error flags a ticket far from its target
+(:class:`TicketWarning`).
 """
 
 from .config import ConstructionConfig, ConstructionError
-from .construction import construct, run
+from .construction import FAR_FROM_TARGET, TicketWarning, construct, run
 from .families import FAMILIES, Family, register_family
 
-__all__ = ["FAMILIES", "ConstructionConfig", "ConstructionError", "Family", "construct", "register_family",
-           "run"]
+__all__ = ["FAMILIES", "FAR_FROM_TARGET", "ConstructionConfig", "ConstructionError", "Family", "TicketWarning",
+           "construct", "register_family", "run"]
