@@ -51,7 +51,7 @@ def fingerprint(ticket) -> dict:
     # the construction's own figures. Left out, so the recorded fingerprints still apply: where the work
     # ran (executor, session 10) and the checks run on the finished ticket (its sampled error, the
     # pure-pruning label, session 11)
-    checks = ("timings_s", "executor", "sampled_error", "far_from_target", "pure_pruning")
+    checks = ("timings_s", "executor", "sampled_error", "calibration_check", "far_from_target", "pure_pruning")
     rep = {k: v for k, v in ticket.report.items() if k not in checks}
     return {"mask": digest_tensors(dict(ticket.masks)),
             "report": hashlib.sha256(json.dumps(rep, sort_keys=True).encode()).hexdigest(),

@@ -140,11 +140,13 @@ def cmd_construct(ns) -> int:
     if rep.get("pure_pruning") is False:
         lines.append("first layer: identity, the papers' idealised experiment: the source is not a network of the "
                      "target's activation throughout (not a pure pruning)")
-    se = rep.get("sampled_error")
+    se, cal = rep.get("sampled_error"), rep.get("calibration_check")
     if rep.get("far_from_target") and se:
-        lines.append(f"WARNING: this ticket is far from its target: sampled output error {se['sup_error']:.3g} against "
-                     f"an output range of {se['output_range']:.3g}; try a smaller --eps-param, --calibration, "
-                     f"--mode 2L or guarantee mode (--eps)")
+        seen = f"sampled output error {se['sup_error']:.3g} against an output range of {se['output_range']:.3g}"
+        if cal:
+            seen += f"; top-1 agreement {pct(cal['agreement'])} on the {cal['samples']:,} calibration images"
+        lines.append(f"WARNING: this ticket is far from its target ({seen}); try a smaller --eps-param, "
+                     f"--calibration, --mode 2L or guarantee mode (--eps)")
     vac = " (vacuous at this size: far above any error seen)" if rep["certificate"] > 1 and cc.eps_param else ""
     lines.append(f"certificate {rep['certificate']:.3g}: {what}{vac}")
     if "structured" in rep:

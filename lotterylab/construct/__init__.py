@@ -13,8 +13,8 @@ ticket, and a sampled check of its output error flags a ticket far from its targ
 """
 
 from .config import ConstructionConfig, ConstructionError
-from .construction import FAR_FROM_TARGET, TicketWarning, construct, run
+from .construction import FAR_FROM_TARGET, MIN_AGREEMENT, TicketWarning, construct, run
 from .families import FAMILIES, Family, register_family
 
-__all__ = ["FAMILIES", "FAR_FROM_TARGET", "ConstructionConfig", "ConstructionError", "Family", "TicketWarning",
+__all__ = ["FAMILIES", "FAR_FROM_TARGET", "MIN_AGREEMENT", "ConstructionConfig", "ConstructionError", "Family", "TicketWarning",
            "construct", "register_family", "run"]

@@ -162,3 +162,27 @@ def test_a_useless_residual_ticket_is_flagged_and_a_good_one_is_not():
                  for k, t in (("bad", bad), ("good", good))}
     assert bad.report["far_from_target"] and agree["bad"] < 0.5
     assert not good.report["far_from_target"] and agree["good"] > 0.9
+    assert bad.report["calibration_check"] is None  # (no calibration sample given)
+
+
+def test_a_calibration_sample_adds_a_data_check(monkeypatch):
+    """With calibration= (real inputs) the construction also measures top-1 agreement there; below
+    MIN_AGREEMENT the ticket is flagged even where the box check would let it pass."""
+    from lotterylab.construct import construction as cons
+    from lotterylab.data import Split
+    from lotterylab.verification import compare
+
+    target = small_resnet("relu", steps=60)
+    cal = torch.rand(256, *SHAPE, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(cons, "FAR_FROM_TARGET", float("inf"))  # the box check off: the data check alone
+    with pytest.warns(cons.TicketWarning, match="calibration inputs"):
+        bad = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(0.0, 1.0), input_shape=SHAPE,
+                           calibration=cal)
+    good = ll.construct(target, mode="2L", eps_param=0.01, seed=0, domain=(0.0, 1.0), input_shape=SHAPE,
+                        calibration=cal)
+    for t in (bad, good):
+        c = t.report["calibration_check"]
+        assert c["samples"] == 256 and c["agreement"] == compare(
+            target, t, Split(cal, torch.zeros(256, dtype=torch.long)))["agreement"]
+    assert bad.report["far_from_target"] and bad.report["calibration_check"]["agreement"] < cons.MIN_AGREEMENT
+    assert not good.report["far_from_target"] and good.report["calibration_check"]["agreement"] >= cons.MIN_AGREEMENT
