@@ -1,9 +1,7 @@
-"""The planted study's table (CSV, Markdown) and heat maps, from its ``study.json``."""
+"""The planted study's table (CSV, JSON, Markdown) and heat maps, from its ``study.json``."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from .io import atomic_write_bytes
@@ -45,13 +43,10 @@ def _fmt(v) -> str:
 
 def write_report(res: dict, folder: Path) -> list[Path]:
     from . import plots
+    from .sweep import write_table
 
     rows = table_rows(res)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(folder / "table.csv", buf.getvalue().encode())
+    write_table(folder, rows)
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     md += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
     atomic_write_bytes(folder / "table.md", ("\n".join(md) + "\n").encode())

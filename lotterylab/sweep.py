@@ -305,7 +305,7 @@ def sweep(command: str, grid: dict[str, list[str]], base: list[str] | None = Non
         else:
             failed.append(f"{name} (log: {folder / 'logs' / (name + '.txt')})")
         rows.append(row)
-    _write_table(folder, rows)
+    write_table(folder, rows)
     _plots(folder, rows, grid, command)
     summary = {"kind": "sweep", "command": command, "grid": grid, "args": base, "cells": len(rows), "rows": rows,
                "failed": failed, "out": str(folder), "finished": True,
@@ -330,7 +330,8 @@ def _check_folder(folder: Path, command: str, base: list[str]) -> None:
         raise ValueError(f"--out {folder} is not empty and holds no sweep; choose another --out")
 
 
-def _write_table(folder: Path, rows: list[dict]) -> None:
+def write_table(folder: Path, rows: list[dict]) -> None:
+    """``table.json`` and ``table.csv`` of ``rows`` (columns in order of first appearance)."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     write_json(folder / "table.json", {"columns": cols, "rows": rows})
     buf = io.StringIO()
