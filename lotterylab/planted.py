@@ -75,9 +75,7 @@ class PlantedProblem:
             y = self.data.test.y
             spread = float((y - y.mean(0)).square().sum(1).mean())
             out["relative_loss"] = mine["loss"] / spread if spread > 0 else float("inf")
-            out["reaches"] = out["relative_loss"] <= tol
-        else:
-            out["reaches"] = mine["accuracy"] >= ref["accuracy"] - tol
+        out["reaches"] = reaches(out, self.task, tol)
         return out
 
 
@@ -146,6 +144,16 @@ def plant(ticket: Ticket, task: str = "classification", inputs: DataSplits | Non
     data = DataSplits(name, Split(xs[0], ys[0]), Split(xs[1], ys[1]), Split(xs[2], ys[2]), classes, shape,
                       [0.0], [1.0])
     return PlantedProblem(ticket, data, task, info)
+
+
+def reaches(metrics: dict, task: str, tol: float) -> bool:
+    """The criterion of :meth:`PlantedProblem.reaches` on its recorded figures (so a stored result can
+    be judged again at another ``tol``): classification accuracy >= the teacher's - tol; regression
+    relative squared error <= tol (None, i.e. not finite: no)."""
+    if task == "regression":
+        rel = metrics.get("relative_loss")
+        return rel is not None and rel <= tol
+    return metrics["accuracy"] >= metrics["teacher_accuracy"] - tol
 
 
 def score(found: Mask, planted: Mask) -> dict:

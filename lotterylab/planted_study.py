@@ -46,7 +46,7 @@ from .find.pai import PaIConfig, prune_at_init
 from .hparams import run_hash, to_dict
 from .io import load_state_into, load_tensors, read_json, write_json
 from .masks import Mask
-from .planted import TASKS, PlantedProblem, plant
+from .planted import TASKS, PlantedProblem, plant, reaches
 from .tickets import load_ticket
 from .training import TrainConfig, evaluate, train
 
@@ -107,13 +107,7 @@ def factors(text: str) -> list[float]:
 
 def check(cfg: PlantedStudyConfig) -> None:
     """Every value that can be wrong, before any work."""
-    from .construct import FAMILIES
-    from .models import ACTIVATIONS
-
-    names_list(cfg.families, list(FAMILIES), "families")
-    names_list(cfg.activations, list(ACTIVATIONS), "activations")
-    names_list(cfg.finders, FINDERS, "finders")
-    factors(cfg.density_factors)
+    grid(cfg)  # families, activations, finders and factors
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; use one of {', '.join(TASKS)}")
     if cfg.imp_rewind != "init" and not re.fullmatch(r"\d+(it|ep)", cfg.imp_rewind):
@@ -328,7 +322,13 @@ def run_planted_study(spec: dict, cfg: PlantedStudyConfig | None = None, out: st
     failed = [k for k, v in {**problems, **done}.items() if v["result"] is None]
     if failed:
         raise ValueError(f"cells without a result: {', '.join(failed[:5])}; rerun to retry them")
+    # cells store their figures; whether they reach the plant is judged here, at this run's tol (the
+    # cells' folder does not depend on it, so a cell may have been written under another)
     rows = [done[k]["result"] for k in order]
+    for r in rows:
+        for part in ("untrained", "trained"):
+            if r.get(part) is not None:
+                r[part]["reaches"] = reaches(r[part], cfg.task, cfg.tol)
     info = {f"{fam}_{act}": problems[f"problem-{act}"]["result"]["families"][fam] for fam in fams for act in acts}
     res = {"config": to_dict(cfg), "data": spec["name"], "problems": info, "rows": rows,
            "first_reaching": first_reaching(rows), "wall_time_s": time.perf_counter() - t0, "out": str(out),

@@ -54,6 +54,14 @@ def test_every_finder_on_two_families_with_the_plant_as_ground_truth(fashion_fix
     again = run_planted_study(_spec(fashion_fixture_dir), cfg, out=out, log=lambda line: None)
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
     assert _numbers(again["rows"]) == _numbers(res["rows"])
+    # another tolerance reuses the cells but judges them again: with tol 1 every classifier "reaches"
+    loose = run_planted_study(_spec(fashion_fixture_dir), PlantedStudyConfig(**{**cfg.__dict__, "tol": 1.0}),
+                              out=out, log=lambda line: None)
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
+    assert all(r["untrained"]["reaches"] for r in loose["rows"])
+    assert all(d == pytest.approx(min(1.0, 1.0 * res["problems"][p]["planted_density"])) or f in ("planted", "dense")
+               for p, fs in loose["first_reaching"].items() for f, d in fs.items())
+    assert (out / "table.json").exists()
 
 
 def test_a_process_pool_gives_the_numbers_of_one_process(fashion_fixture_dir, tmp_path):
