@@ -296,6 +296,12 @@ def run_planted_study(spec: dict, cfg: PlantedStudyConfig | None = None, out: st
     cfg = cfg or PlantedStudyConfig()
     check(cfg)
     out = Path(out)
+    # the cells in ``out`` hold numbers of one cells key and data set: another's are refused, never reused
+    key = {"cells": cells_key(cfg), "data": {k: spec.get(k) for k in ("name", "root", "val_size")}}
+    if (out / "study_key.json").exists() and read_json(out / "study_key.json") != key:
+        raise ValueError(f"{out} holds a planted study with other settings (budget, widths, task, seed, data ...; "
+                         f"{read_json(out / 'study_key.json')} there, {key} now); choose another out")
+    write_json(out / "study_key.json", key)
     write_json(out / "config.json", to_dict(cfg))
     t0 = time.perf_counter()
     fams, acts = names_list(cfg.families, _families(), "families"), names_list(cfg.activations, _acts(), "activations")

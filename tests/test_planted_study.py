@@ -62,6 +62,11 @@ def test_every_finder_on_two_families_with_the_plant_as_ground_truth(fashion_fix
     assert all(d == pytest.approx(min(1.0, 1.0 * res["problems"][p]["planted_density"])) or f in ("planted", "dense")
                for p, fs in loose["first_reaching"].items() for f, d in fs.items())
     assert (out / "table.json").exists()
+    # cells computed under other settings are refused, not returned as this study's
+    with pytest.raises(ValueError, match="other settings"):
+        run_planted_study(_spec(fashion_fixture_dir), PlantedStudyConfig(**{**cfg.__dict__, "budget": "4it"}),
+                          out=out, log=lambda line: None)
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")} == stamps
 
 
 def test_a_process_pool_gives_the_numbers_of_one_process(fashion_fixture_dir, tmp_path):
