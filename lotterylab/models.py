@@ -203,7 +203,15 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str, tuple]] = {
     # constructions' sources: widths [n_0, N_1, ..., N_K] and one activation per hidden layer
     "source_mlp": (lambda a, s, c, widths, acts: SourceMLP(widths, acts), "uniform", (1, 1, 1)),
     "source_net": (lambda a, s, c, plan: SourceNet(plan, s), "uniform", (1, 1, 1)),
+    # universal tickets' sources: shared univariate blocks and dense blocks (lotterylab.universal.source)
+    "universal_source": (lambda a, s, c, dim, stages: _universal_source(dim, stages), "uniform", (1, 1, 1)),
 }
+
+
+def _universal_source(dim, stages) -> nn.Module:
+    from .universal.source import UniversalSource
+
+    return UniversalSource(dim, stages)
 
 
 class SourceNet(nn.Module):
@@ -277,7 +285,7 @@ def apply_op(op: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 # built with explicit layouts (constructions' sources; channel-pruned ConvNets), not zoo models to train by name
-_INTERNAL = {"source_mlp", "source_net", "convnet"}
+_INTERNAL = {"source_mlp", "source_net", "convnet", "universal_source"}
 
 
 def names() -> list[str]:

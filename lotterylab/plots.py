@@ -212,3 +212,35 @@ def construction(report: dict, path, verify: dict | None = None, test: dict | No
     if b.get_legend_handles_labels()[0]:
         b.legend(fontsize=7)
     return _save(fig, path)
+
+
+def basis_curves(s, exact, ticket, names, path, title: str, xlabel: str = "x") -> Path:
+    """Exact basis functions (lines) against a ticket's features (dashed) along one path; the error below."""
+    exact, ticket = np.asarray(exact, dtype=float), np.asarray(ticket, dtype=float)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    for j, name in enumerate(names):
+        line, = ax.plot(s, exact[:, j], lw=1.2, label=name)
+        ax.plot(s, ticket[:, j], "--", lw=1.0, color=line.get_color())
+        ax2.plot(s, np.abs(ticket[:, j] - exact[:, j]), lw=0.8, color=line.get_color())
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("basis (solid) / ticket (dashed)")
+    ax.legend(fontsize=6, ncol=2)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("|ticket - basis|")
+    ax2.set_xlabel(xlabel)
+    return _save(fig, path)
+
+
+def error_histogram(errors, eps: float, path, title: str, xlabel: str = "sup error on a fresh grid") -> Path:
+    """Histogram of per-task errors with the guarantee ``eps`` marked."""
+    e = np.asarray(errors, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    lo, hi = max(e.min(), 1e-12), max(e.max(), eps)
+    ax.hist(e, bins=np.geomspace(lo / 1.2, hi * 1.2, 40), color="tab:blue", alpha=0.8)
+    ax.axvline(eps, color="tab:red", lw=1.2, label=f"eps = {eps:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("tasks")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

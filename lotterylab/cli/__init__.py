@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                "the cells depend on>); a rerun reuses every finished cell")
     pl.set_defaults(func=cc.cmd_study_planted)
 
+    from .universal_command import UniversalConfig, cmd_universal
+
+    un = sub.add_parser("universal", help="a universal ticket: one pruned random network whose features serve a "
+                                          "function family through a linear readout")
+    add_arguments(un, UniversalConfig)
+    un.add_argument("--dataset", default="none", choices=["none", "mnist", "fashion-mnist"],
+                    help="also a real task: images projected by PCA onto --dim components, linear readouts on the "
+                         "ticket, the raw projection, the unpruned source and random features (default: none)")
+    un.add_argument("--data-root", default="", help="directory of the data set files")
+    un.add_argument("--val-size", type=CHECKS["positive"](int), default=5000,
+                    help="training examples held out to pick the readout's ridge (default: 5000)")
+    add_run_options(un, device=False)
+    un.set_defaults(func=cmd_universal)
+
     from ..sweep import COMMANDS as SWEEPABLE
     sw = sub.add_parser("sweep", help="a grid of runs of any command, resumable, on serial / processes / ray",
                         description="lotterylab sweep [sweep options] COMMAND [the command's fixed flags]: the "

@@ -50,6 +50,10 @@ def summarize_result(r: dict) -> list[str]:
         from ..planted_study import summary_lines
 
         lines += ["  " + line for line in summary_lines(r)]
+    elif kind == "universal":
+        from ..universal.report import summary
+
+        lines += summary(r)
     elif kind == "sweep":
         lines[0] = f"sweep of {r['cells']} {r['command']} cells over {', '.join(r['grid'])} on {r['executor']['executor']}"
         lines.append(f"  {r['ran']} ran, {r['reused']} finished before, {len(r['failed'])} failed; table: table.csv")
@@ -175,6 +179,10 @@ def _own_figures(r: dict, out: Path) -> list[Path]:
 
         out.mkdir(parents=True, exist_ok=True)
         return write_report(r, out)
+    if r.get("kind") == "universal":
+        from ..universal.report import figures
+
+        return figures(r, out)
     if r.get("kind") == "study_pretraining":
         cfg, cells = r["config"], r["cells"]
         sizes, its = parse_ints(cfg["sizes"]), parse_ints(cfg["iterations"])
@@ -198,7 +206,7 @@ def cmd_plot(ns) -> int:
     if len(ns.runs) == 1:  # one result of a kind without density points: its own figures
         f = Path(ns.runs[0]) / "result.json" if Path(ns.runs[0]).is_dir() else Path(ns.runs[0])
         r = read_json(regular_file(f)) if f.exists() else {}
-        own = r.get("kind") in ("study_pretraining", "study_planted")
+        own = r.get("kind") in ("study_pretraining", "study_planted", "universal")
         if own or (r.get("kind") == "construct" and not r["report"].get("test")):
             for p in _own_figures(r, out):
                 print(f"wrote {p}")
