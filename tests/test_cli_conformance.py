@@ -56,8 +56,12 @@ COMMANDS = {
                                   "snip,random", "--density-factors", "2", "--width", "4", "--target-budget", "20it",
                                   "--budget", "5it", "--val-size", "500", "--executor", "serial", "--quiet",
                                   "--threads", "1"],
+    "universal": lambda tmp: ["universal", "--dim", "2", "--degree", "2", "--eps", "0.05", "--tasks", "50",
+                              "--fit-points", "500", "--dataset", "mnist", "--val-size", "500", "--quiet",
+                              "--threads", "1", "--source-seed", "2"],
 }
-OWN_FIGURES = {"construct": ["construction.png"],  # a file target: no test set, so its construction figure
+OWN_FIGURES = {"construct": ["construction.png"],
+               "universal": ["universal_basis.png", "readout_errors.png"],  # a file target: no test set, so its construction figure
                "study": ["pretraining_heatmap.png", "pretraining_threshold.png"],
                "study-planted": ["planted_recall.png", "planted_score.png"]}
 
