@@ -8,6 +8,8 @@ from .masks import Mask  # noqa: E402
 from .planted import plant  # noqa: E402
 from .runs import load_run  # noqa: E402
 from .tickets import Ticket, load_ticket  # noqa: E402
+from .universal import construct_universal, load_universal  # noqa: E402
 from .verification import verify  # noqa: E402
 
-__all__ = ["Mask", "Ticket", "construct", "load_run", "load_ticket", "plant", "verify", "__version__"]
+__all__ = ["Mask", "Ticket", "construct", "construct_universal", "load_run", "load_ticket", "load_universal", "plant",
+           "verify", "__version__"]

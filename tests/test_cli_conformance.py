@@ -60,8 +60,8 @@ COMMANDS = {
                               "--fit-points", "500", "--dataset", "mnist", "--val-size", "500", "--quiet",
                               "--threads", "1", "--source-seed", "2"],
 }
-OWN_FIGURES = {"construct": ["construction.png"],
-               "universal": ["universal_basis.png", "readout_errors.png"],  # a file target: no test set, so its construction figure
+OWN_FIGURES = {"construct": ["construction.png"],  # a file target: no test set, so its construction figure
+               "universal": ["universal_basis.png", "readout_errors.png"],
                "study": ["pretraining_heatmap.png", "pretraining_threshold.png"],
                "study-planted": ["planted_recall.png", "planted_score.png"]}
 

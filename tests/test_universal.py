@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lotterylab.tickets import Ticket
-from lotterylab.universal import (BasisError, UniversalError, construct_universal, fourier, load_universal, monomials,
-                                  sample_tasks, univariate)
+from lotterylab.universal import (
+    BasisError,
+    UniversalError,
+    construct_universal,
+    fourier,
+    load_universal,
+    monomials,
+    sample_tasks,
+    univariate,
+)
 from lotterylab.universal.basis import _minimax, grid
 from lotterylab.universal.demo import classification, task_batch
 
