@@ -180,6 +180,7 @@ def test_classification_demo_on_fixture_images(fashion_fixture_dir):
     (("bogus", 2), dict(degree=3), "family must be"),
     (("lipschitz", 1), dict(eps=1e-4, lipschitz=10.0), "over the limit"),
     (("poly", 2), dict(degree=3, objective="fastest"), "objective must be"),
+    (("poly", 1000), dict(degree=1, eps=0.01), "needs a source of about"),
 ])
 def test_bad_input_is_refused_before_work(args, kw, needle):
     with pytest.raises((BasisError, UniversalError)) as e:
@@ -214,3 +215,9 @@ def test_cli_eps_outside_0_1_stops_at_parse_time(capsys):
     with pytest.raises(SystemExit) as e:
         main(["universal", "--eps", "1.5"])
     assert e.value.code == 2 and "in (0, 1)" in capsys.readouterr().err
+
+
+def test_layout_constants_agree():
+    from lotterylab.universal import families, prune
+
+    assert families.DENSE_COPIES == prune.DENSE_COPIES  # the size check before work sees the real source

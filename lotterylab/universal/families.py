@@ -26,6 +26,8 @@ import numpy as np
 from .basis import MAX_FEATURES, Basis, BasisError, Dense, Univariate, _domain, measure, univariate
 
 BASIS_SHARE = 0.6
+DENSE_COPIES = 256        # first-layer neurons per coordinate of a dense block (prune.layout)
+MAX_SOURCE = 200_000_000  # source parameters
 
 
 def exponents(dim: int, degree: int) -> list[tuple]:
@@ -62,22 +64,27 @@ def check(family: str, dim, degree, frequencies, breakpoints, domain, eps) -> tu
         raise BasisError(f"dim must be a whole number >= 1, got {dim!r}")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps < 1):
         raise BasisError(f"eps must be a number in (0, 1), got {eps!r}")
-    need = {"poly": ("degree", degree), "fourier": ("frequencies", frequencies), "lipschitz": ("breakpoints", breakpoints)}
-    for fam, (name, val) in need.items():
-        if fam == family and name != "breakpoints" and val is None:
-            raise BasisError(f"family {family!r} needs {name}=")
-        if fam != family and val is not None and not (fam == "lipschitz"):
-            raise BasisError(f"{name}= is for family {fam!r}, not {family!r}")
-        if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 1):
+    given = {"degree": degree, "frequencies": frequencies, "breakpoints": breakpoints}
+    owner = {"degree": "poly", "frequencies": "fourier", "breakpoints": "lipschitz"}
+    for name, val in given.items():
+        if val is None:
+            if owner[name] == family and name != "breakpoints":  # (lipschitz picks its knots from eps)
+                raise BasisError(f"family {family!r} needs {name}=")
+            continue
+        if owner[name] != family:
+            raise BasisError(f"{name}= is for family {owner[name]!r}, not {family!r}")
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise BasisError(f"{name} must be a whole number >= 1, got {val!r}")
-    if breakpoints is not None and family != "lipschitz":
-        raise BasisError(f"breakpoints= is for family 'lipschitz', not {family!r}")
     lo, hi = _domain(domain)
     n = feature_count(family, dim, degree, frequencies, breakpoints or 1)
+    knob = {"poly": "degree", "fourier": "frequencies", "lipschitz": "breakpoints"}[family]
     if n > MAX_FEATURES:
         raise BasisError(f"{family} with dim={dim} has {n:,} basis functions, over the limit of {MAX_FEATURES:,}: "
-                         f"the readout's Gram matrix and the source would not fit a workstation; lower the "
-                         f"{'degree' if family == 'poly' else 'frequencies' if family == 'fourier' else 'breakpoints'} or dim")
+                         f"the readout's Gram matrix and the source would not fit a workstation; lower the {knob} or dim")
+    dense = n * dim * DENSE_COPIES if family != "lipschitz" else 0  # the dense block's mix layer dominates the source
+    if dense > MAX_SOURCE:
+        raise BasisError(f"{family} with dim={dim} and {n:,} basis functions needs a source of about {dense:,} "
+                         f"parameters (over {MAX_SOURCE:,}); lower the {knob} or dim")
     return lo, hi
 
 

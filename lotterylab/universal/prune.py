@@ -32,6 +32,7 @@ N_CAND = 32           # candidates per instance (the exact solvers' limit)
 COPIES = 64           # copy neurons of a univariate block (about half of each sign)
 CONSTANTS = 64        # constant neurons of a block's first layer (about half usable: beta > 0)
 DENSE_WINDOWS = 3     # disjoint windows of N_CAND copies per sign a dense block can retry on
+DENSE_COPIES = 2 * N_CAND * DENSE_WINDOWS + CONSTANTS
 RETRIES = 6
 
 
@@ -47,7 +48,7 @@ def layout(basis: Basis, ranges: list[tuple[float, float]]) -> list[dict]:
             K = s.matrix()
             top = max(np.abs(K).max(), np.abs(np.asarray(s.bias)).max(), 1e-12)
             stages.append({"kind": "dense", "inputs": width, "outputs": K.shape[0],
-                           "copies": 2 * N_CAND * DENSE_WINDOWS + CONSTANTS, "scale": _scale(top)})
+                           "copies": DENSE_COPIES, "scale": _scale(top)})
             width = K.shape[0]
         else:
             c, t = s.coefficients(), np.asarray(s.knots[:-1])

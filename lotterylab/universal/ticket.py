@@ -59,10 +59,10 @@ class UniversalTicket:
         if bool((x < lo).any() or (x > hi).any()):
             raise ValueError(f"x leaves the ticket's domain [{lo}, {hi}]^{self.basis.dim}: the certificate holds "
                              f"only there; rescale the inputs onto it")
-        if self._net is None:
-            self._net = self.network().double().eval()
+        if self._net is None or self._net[0] is not self.ticket.masks:  # (built anew when the mask is replaced)
+            self._net = (self.ticket.masks, self.network().double().eval())
         with torch.no_grad():
-            out = torch.cat([self._net(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
+            out = torch.cat([self._net[1](x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
                 torch.zeros(0, len(self.basis.features), dtype=torch.float64)
         return out[:, self.columns] if self.columns is not None else out
 
