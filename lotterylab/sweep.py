@@ -32,7 +32,7 @@ from pathlib import Path
 from .hparams import run_hash
 from .io import atomic_write_bytes, read_json, write_json
 
-COMMANDS = ("train", "imp", "pai", "edge-popup", "early-bird", "gfs", "construct")
+COMMANDS = ("train", "imp", "pai", "edge-popup", "early-bird", "gfs", "construct", "universal")
 # result fields that say how long or where something ran, not what it computed: not in the table
 _VOLATILE = re.compile(r"(time|seconds|wall|_s$|^threads$|loaded_from|speedup|forward_s)")
 _SKIP = {"run", "versions", "data", "arch", "history", "config", "model_data", "layer_density", "checks", "rounds",

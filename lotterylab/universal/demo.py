@@ -79,11 +79,11 @@ def classification(ut: UniversalTicket, splits, seed: int = 0, pca_examples: int
     """Test accuracy of a linear readout on the ticket's features of a PCA projection (see module)."""
     dim = ut.basis.dim
     lo, hi = ut.basis.domain
-    flat = {k: getattr(splits, k).x.reshape(len(getattr(splits, k)), -1).double() for k in ("train", "val", "test")}
     ys = {k: getattr(splits, k).y for k in ("train", "val", "test")}
     n_pca = min(pca_examples, len(splits.train))
     mean, comps = _pca(splits.train.take(n_pca, seed, "universal.pca").x.reshape(n_pca, -1).double(), dim)
-    z = {k: (v - mean) @ comps for k, v in flat.items()}
+    # projections in float32 (images are float32; 60k x 784 in float64 would be half a gigabyte), then float64
+    z = {k: ((getattr(splits, k).x.reshape(len(ys[k]), -1) - mean.float()) @ comps.float()).double() for k in ys}
     qlo = torch.quantile(z["train"][:n_pca], QUANTILE, dim=0)
     qhi = torch.quantile(z["train"][:n_pca], 1 - QUANTILE, dim=0)
     u = {k: (lo + (hi - lo) * (v - qlo) / (qhi - qlo)).clamp(lo, hi) for k, v in z.items()}
