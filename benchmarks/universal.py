@@ -66,18 +66,10 @@ def _build(repeats, *args, **kw):
 def _engine_exp_block(ut) -> dict:
     """The poly ticket's exp block (a 1-hidden-layer ReLU net) built by the general construction at the
     same construction budget the universal pruning gave it."""
-    from torch import nn
-
     from lotterylab.construct import construct
 
     u = ut.basis.stages[2][1]
-    c, t = u.coefficients(), torch.tensor(u.knots[:-1], dtype=torch.float64)
-    net = nn.Sequential(nn.Linear(1, len(c)), nn.ReLU(), nn.Linear(len(c), 1)).double()
-    with torch.no_grad():
-        net[0].weight.fill_(1.0)
-        net[0].bias.copy_(-t)
-        net[2].weight.copy_(torch.tensor(c).view(1, -1))
-        net[2].bias.fill_(u.values[0])
+    net = u.module()
     budget = ut.report["stages"][2]["construction_error"]
     out = {"construction_budget": budget}
     for mode in ("2L", "L+1"):

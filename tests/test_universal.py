@@ -56,6 +56,8 @@ def test_the_relu_form_is_the_piecewise_linear_function():
     x = torch.linspace(0.0, 3.0, 1001, dtype=torch.float64)
     pl = np.interp(x.numpy(), u.knots, u.values)
     assert torch.allclose(u(x), torch.from_numpy(pl), atol=1e-12)
+    with torch.no_grad():  # and as a plain module, an ordinary target
+        assert torch.allclose(u.module()(x.unsqueeze(1))[:, 0], u(x), atol=1e-12)
 
 
 @pytest.mark.parametrize("make, eps", [(lambda: monomials(2, 3, eps=2e-3), 2e-3),

@@ -72,6 +72,18 @@ class Univariate:
         c = torch.tensor(self.coefficients(), dtype=torch.float64, device=x.device)
         return self.values[0] + (torch.relu(x.double().unsqueeze(-1) - t) * c).sum(-1)
 
+    def module(self) -> nn.Sequential:
+        """The net as a plain float64 ``nn.Sequential`` on ``[B, 1]``: an ordinary target (e.g. for
+        :func:`lotterylab.construct`)."""
+        c = self.coefficients()
+        net = nn.Sequential(nn.Linear(1, len(c)), nn.ReLU(), nn.Linear(len(c), 1)).double()
+        with torch.no_grad():
+            net[0].weight.fill_(1.0)
+            net[0].bias.copy_(-torch.tensor(self.knots[:-1], dtype=torch.float64))
+            net[2].weight.copy_(torch.tensor(c, dtype=torch.float64).view(1, -1))
+            net[2].bias.fill_(self.values[0])
+        return net
+
     def to_dict(self) -> dict:
         return {"knots": list(map(float, self.knots)), "values": list(map(float, self.values)), "name": self.name,
                 "error": float(self.error)}
