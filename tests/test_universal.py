@@ -223,3 +223,19 @@ def test_layout_constants_agree():
     from lotterylab.universal import families, prune
 
     assert families.DENSE_COPIES == prune.DENSE_COPIES  # the size check before work sees the real source
+
+
+@pytest.mark.parametrize("family, dim, kw", [("poly", 2, dict(degree=3)), ("fourier", 2, dict(frequencies=1)),
+                                             ("lipschitz", 2, dict())])
+def test_compact_features_equal_the_masked_source(family, dim, kw):
+    """features() runs on the kept neurons only; the masked source gives the same values."""
+    ut = construct_universal(family, dim, eps=0.05, seed=2, **kw)
+    x = grid(ut.basis, points=3000)
+    with torch.no_grad():
+        full = ut.network().double()(x)
+    full = full[:, ut.columns] if ut.columns is not None else full
+    small = ut.features(x)
+    assert small.shape == full.shape
+    assert torch.allclose(small, full, rtol=1e-12, atol=1e-12)
+    n_small = sum(p.numel() for p in ut.compact().parameters())
+    assert n_small < 0.5 * ut.counts()["source_parameters"]

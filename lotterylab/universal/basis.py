@@ -68,9 +68,14 @@ class Univariate:
         return np.concatenate([m[:1], np.diff(m)])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.tensor(self.knots[:-1], dtype=torch.float64, device=x.device)
-        c = torch.tensor(self.coefficients(), dtype=torch.float64, device=x.device)
-        return self.values[0] + (torch.relu(x.double().unsqueeze(-1) - t) * c).sum(-1)
+        """The ReLU form's values (float64), by interpolation: constant left of the first knot, the
+        last piece extended right of the last, as the ReLU form computes them."""
+        t = torch.tensor(self.knots, dtype=torch.float64, device=x.device)
+        v = torch.tensor(self.values, dtype=torch.float64, device=x.device)
+        xd = x.double()
+        k = (torch.searchsorted(t, xd.contiguous(), right=True) - 1).clamp(0, len(t) - 2)
+        y = v[k] + (v[k + 1] - v[k]) / (t[k + 1] - t[k]) * (xd - t[k])
+        return torch.where(xd < t[0], v[0], y)
 
     def module(self) -> nn.Sequential:
         """The net as a plain float64 ``nn.Sequential`` on ``[B, 1]``: an ordinary target (e.g. for
@@ -172,31 +177,39 @@ def univariate(g: Callable, breakpoints: int | Sequence[float] | None = None, do
 
 
 def _fewest_pieces(g, lo, hi, eps, placement, name) -> Univariate:
-    def fit(n):
-        t = _knots(g, lo, hi, n, placement)
-        v, _ = _minimax(g, t)
-        u = Univariate(tuple(map(float, t)), tuple(map(float, v)), name)
-        return Univariate(u.knots, u.values, name, sup_error(u, g, lo, hi))
+    """The fewest pieces reaching ``eps``: a start from the curvature (minimax error of a convex piece
+    ~ h^2 |g''| / 16), steps by the error's h^2 law until it passes, then bisection below."""
+    fits: dict[int, Univariate] = {}
 
-    n, best = 1, None
-    while n <= MAX_KNOTS:  # doubling, then bisection: the error falls with the number of pieces
-        u = fit(n)
-        if u.error <= eps:
-            best = u
-            break
-        n *= 2
-    if best is None:
-        raise BasisError(f"no piecewise-linear net with at most {MAX_KNOTS} pieces reaches sup error {eps:g} "
-                         f"on [{lo}, {hi}]; raise eps or shrink the domain")
-    a, b = n // 2, n  # a fails (or is 0), b reaches eps
-    while b - a > 1:
-        mid = (a + b) // 2
-        u = fit(mid)
-        if u.error <= eps:
-            b, best = mid, u
+    def fit(n):
+        if n not in fits:
+            t = _knots(g, lo, hi, n, placement)
+            v, _ = _minimax(g, t)
+            u = Univariate(tuple(map(float, t)), tuple(map(float, v)), name)
+            fits[n] = Univariate(u.knots, u.values, name, sup_error(u, g, lo, hi))
+        return fits[n]
+
+    x = np.linspace(lo, hi, 20001)
+    y = np.asarray(g(x), dtype=np.float64)
+    curv = np.abs(np.gradient(np.gradient(y, x), x))
+    f = np.sqrt(curv / (16 * eps))
+    n = int(min(MAX_KNOTS, max(1, math.ceil(float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(x)))))))
+    while fit(n).error > eps:
+        if n >= MAX_KNOTS:
+            raise BasisError(f"no piecewise-linear net with at most {MAX_KNOTS} pieces reaches sup error {eps:g} "
+                             f"on [{lo}, {hi}]; raise eps or shrink the domain")
+        n = min(MAX_KNOTS, max(n + 1, math.ceil(n * math.sqrt(fits[n].error / eps) * 1.02)))
+    good = n  # passes; find a failing count below it
+    bad = max(0, int(good * 0.85))
+    while bad >= 1 and fit(bad).error <= eps:
+        good, bad = bad, max(0, int(bad * 0.85))
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if fit(mid).error <= eps:
+            good = mid
         else:
-            a = mid
-    return best
+            bad = mid
+    return fits[good]
 
 
 def _domain(domain) -> tuple[float, float]:

@@ -55,8 +55,11 @@ def layout(basis: Basis, ranges: list[tuple[float, float]]) -> list[dict]:
             top = max(np.abs(c).max(), np.abs(c * t).max(), 1e-12)
             n = len(c)
             output = kind == "univariate"
+            # a neuron per term of its sign (about half the pool has each sign), spares for retries, and
+            # unused neurons whose biases make the output bias (about half have b > 0)
+            side = max(int((c > 0).sum()), int((c < 0).sum())) + max(16, n // 4)
             stages.append({"kind": "univariate", "copies": COPIES + CONSTANTS,
-                           "neurons": (2 * n + 2 * N_CAND + 16) if output else n + 16, "output": output,
+                           "neurons": (2 * side + 2 * N_CAND) if output else n + max(16, n // 4), "output": output,
                            "scale": _scale(top if output else max(1.0, abs(lo), abs(hi)))})
             width = width if output else width * stages[-1]["neurons"]
     return stages
@@ -121,9 +124,13 @@ def univariate_stage(block, u: Univariate, lo: float, hi: float, budget: float, 
         for k in pending:
             sign = int(np.sign(c[k])) if output else 1
             if not free[sign]:
-                raise UniversalError(f"the source block ran out of neurons of sign {sign} for {u.name or 'a net'}; "
-                                     f"this is a sizing bug, please report it")
+                if _attempt == 0:
+                    raise UniversalError(f"the source block has too few neurons of sign {sign} for {u.name or 'a net'}; "
+                                         f"this is a sizing bug, please report it")
+                break  # the spares went to retries: the instances are too hard at this tolerance
             batch.append((k, free[sign].pop(0)))
+        if len(batch) < len(pending):
+            break
         results = {}
         for name, cand, used in sides + [("bias", con, True)]:
             if not used:
@@ -147,7 +154,8 @@ def univariate_stage(block, u: Univariate, lo: float, hi: float, budget: float, 
                 pending.append(k)  # a fresh neuron next time; this one stays unused (masked)
     if pending:
         raise UniversalError(f"{len(pending)} neurons of {u.name or 'a univariate net'} found no subset within "
-                             f"{eps:.2e} on {RETRIES} source neurons; raise eps")
+                             f"{eps:.2e} (the per-instance tolerance this eps needs) on up to {RETRIES} source neurons "
+                             f"each; raise eps")
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in block.named_parameters()}
     bound_terms, per_feature = 0.0, {}
     for k, (r, sol) in assigned.items():

@@ -77,3 +77,40 @@ def init_spec(stages: Sequence[dict]) -> dict:
             out[f"stages.{i}.{layer}.weight"] = {"dist": "uniform", "low": -a, "high": a, "address": "grid"}
             out[f"stages.{i}.{layer}.bias"] = {"dist": "uniform", "low": -1.0, "high": 1.0}
     return out
+
+
+def compact(net: UniversalSource, rows: list[int] | None = None) -> UniversalSource:
+    """The same function from the kept entries of a *masked* source: first-layer neurons without a
+    kept outgoing weight and neurons without a kept output weight removed (exact: they add zero).
+    ``rows``: for a block without ``out`` (the Lipschitz basis), the neurons that are features, in order."""
+    blocks = []
+    with torch.no_grad():
+        for b in net.stages:
+            if isinstance(b, UnivariateBlock):
+                if b.out is not None:
+                    keep_r = torch.nonzero(b.out.weight[0] != 0)[:, 0]
+                else:
+                    keep_r = torch.tensor(rows if rows is not None else range(b.neurons.out_features), dtype=torch.long)
+                keep_s = torch.nonzero((b.neurons.weight[keep_r] != 0).any(0))[:, 0]
+                nb = UnivariateBlock(len(keep_s), len(keep_r), b.out is not None).to(b.neurons.weight.dtype)
+                nb.copies.weight.copy_(b.copies.weight[keep_s])
+                nb.copies.bias.copy_(b.copies.bias[keep_s])
+                nb.neurons.weight.copy_(b.neurons.weight[keep_r][:, keep_s])
+                nb.neurons.bias.copy_(b.neurons.bias[keep_r])
+                if b.out is not None:
+                    nb.out.weight.copy_(b.out.weight[:, keep_r])
+                    nb.out.bias.copy_(b.out.bias)
+            else:
+                M, n1 = b.mix.out_features, b.copies.out_features
+                C = b.mix.in_features // n1
+                Wm = b.mix.weight.view(M, C, n1)
+                keep_s = torch.nonzero((Wm != 0).any(0).any(0))[:, 0]
+                nb = DenseBlock(C, M, len(keep_s)).to(b.mix.weight.dtype)
+                nb.copies.weight.copy_(b.copies.weight[keep_s])
+                nb.copies.bias.copy_(b.copies.bias[keep_s])
+                nb.mix.weight.copy_(Wm[:, :, keep_s].reshape(M, -1))
+                nb.mix.bias.copy_(b.mix.bias)
+            blocks.append(nb)
+    out = UniversalSource(net.dim, [])
+    out.stages = torch.nn.ModuleList(blocks)
+    return out

@@ -60,11 +60,21 @@ class UniversalTicket:
             raise ValueError(f"x leaves the ticket's domain [{lo}, {hi}]^{self.basis.dim}: the certificate holds "
                              f"only there; rescale the inputs onto it")
         if self._net is None or self._net[0] is not self.ticket.masks:  # (built anew when the mask is replaced)
-            self._net = (self.ticket.masks, self.network().double().eval())
+            self._net = (self.ticket.masks, self.compact())
         with torch.no_grad():
             out = torch.cat([self._net[1](x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
                 torch.zeros(0, len(self.basis.features), dtype=torch.float64)
-        return out[:, self.columns] if self.columns is not None else out
+        return out
+
+    def compact(self) -> torch.nn.Module:
+        """The ticket's features as a small float64 network: only the kept neurons (same function)."""
+        from .source import compact
+
+        rows = None
+        if self.columns is not None:  # the Lipschitz basis: one block whose neurons are the features
+            n2 = self.ticket.arch["kwargs"]["stages"][0]["neurons"]
+            rows = [c for c in self.columns if c < n2]
+        return compact(self.network().double(), rows).eval()
 
     def fit_readout(self, x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0) -> Readout:
         """Least squares (``ridge`` > 0: ridge, relative to the features' mean square) of ``y`` ([B] or
