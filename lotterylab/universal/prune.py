@@ -173,8 +173,8 @@ def univariate_stage(block, u: Univariate, lo: float, hi: float, budget: float, 
         masks["copies.bias"][sel] = True
         masks["neurons.bias"][r] = bool(m[len(con)])
         err += abs(e)
-        if output:
-            masks["out.weight"][0, r] = True
+        if output and (bool(masks["neurons.weight"][r].any()) or bool(masks["neurons.bias"][r])):
+            masks["out.weight"][0, r] = True  # (a term whose sums are all empty is a dead neuron: nothing kept)
         bound_terms += err
         per_feature[k] = (r, err)
     record = {"name": u.name, "neurons": len(assigned), "eps_instance": eps, "basis_error": u.error}
