@@ -183,6 +183,8 @@ def test_classification_demo_on_fixture_images(fashion_fixture_dir):
     (("lipschitz", 1), dict(eps=1e-4, lipschitz=10.0), "over the limit"),
     (("poly", 2), dict(degree=3, objective="fastest"), "objective must be"),
     (("poly", 1000), dict(degree=1, eps=0.01), "needs a source of about"),
+    (("poly", 2), dict(degree=3, lipschitz=2.0), "lipschitz= is for family 'lipschitz'"),
+    (("poly", 2), dict(degree=3, seed=-1), "seed must be"),
 ])
 def test_bad_input_is_refused_before_work(args, kw, needle):
     with pytest.raises((BasisError, UniversalError)) as e:
@@ -195,6 +197,8 @@ def test_features_outside_the_domain_are_refused(poly2):
         poly2.features(torch.tensor([[0.5, 1.5]]))
     with pytest.raises(ValueError, match=r"x must be \[B, 2\]"):
         poly2.features(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="non-finite"):
+        poly2.fit_readout(torch.full((4, 2), 0.5), torch.tensor([0.0, float("nan"), 1.0, 2.0]))
 
 
 @pytest.mark.parametrize("argv, needle", [

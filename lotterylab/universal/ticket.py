@@ -82,6 +82,9 @@ class UniversalTicket:
         if not (isinstance(ridge, (int, float)) and ridge >= 0):
             raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
         y = torch.as_tensor(y, dtype=torch.float64)
+        if y.dim() not in (1, 2) or not bool(torch.isfinite(y).all()):
+            raise ValueError(f"y must be finite values [B] or [B, tasks], got shape {tuple(y.shape)}"
+                             + ("" if y.dim() not in (1, 2) else " with non-finite entries"))
         y2 = y.unsqueeze(1) if y.dim() == 1 else y
         F = self.features(x)
         if y2.shape[0] != F.shape[0]:
@@ -138,6 +141,8 @@ def construct_universal(family: str, dim: int, degree: int | None = None, freque
 
     if objective not in OBJECTIVES or objective == "fixed_size":
         raise UniversalError(f"objective must be min_cardinality, min_error or min_l1, got {objective!r}")
+    if lipschitz != 1.0 and family != "lipschitz":
+        raise UniversalError(f"lipschitz= is for family 'lipschitz', not {family!r}; drop it")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise UniversalError(f"seed must be a whole number in [0, 2**63), got {seed!r}")
     t0 = time.perf_counter()
