@@ -217,9 +217,11 @@ def realised_check(target: nn.Module, ticket: Ticket, domain, guarantee: bool, s
             why = (f"top-1 agreement with the target {100 * c['agreement']:.1f} % on the {len(calibration)} calibration "
                    f"inputs (report['calibration_check'])")
     ticket.report["far_from_target"] = far
-    if far:
-        warnings.warn(f"this {ticket.report.get('mode')} ticket is far from its target: {why}. Ways out: a smaller "
-                      f"eps_param, calibration= (bias correction), mode='2L', or guarantee mode (eps=)",
+    if far:  # the ways out this ticket has not taken already
+        mode = ticket.report.get("mode")
+        ways = ["a smaller eps_param"] + (["calibration= (bias correction)"] if calibration is None else []) + \
+            (["mode='2L'"] if mode == "L+1" else []) + ["guarantee mode (eps=)"]
+        warnings.warn(f"this {mode} ticket is far from its target: {why}. Ways out: {', '.join(ways)}",
                       TicketWarning, stacklevel=3)
     return rec
 

@@ -141,10 +141,14 @@ def test_every_construction_measures_its_realised_error_and_flags_a_far_ticket(r
     assert close.report["far_from_target"] is False and close.report["sampled_error"]["relative"] < 0.05
     assert not [w for w in recwarn if issubclass(w.category, TicketWarning)]
     # a tolerance far too loose for the target: the ticket's outputs are not the target's
-    with pytest.warns(TicketWarning, match="far from its target"):
+    with pytest.warns(TicketWarning, match="far from its target") as w:
         far = ll.construct(target, mode="L+1", eps_param=2.0, seed=1)
     assert far.report["far_from_target"] is True
     assert far.report["sampled_error"]["relative"] > FAR_FROM_TARGET
+    assert "mode='2L'" in str(w[0].message)
+    with pytest.warns(TicketWarning) as w:  # the ways out it names are ones this ticket has not taken
+        ll.construct(target, mode="2L", eps_param=0.5, seed=1)
+    assert "mode='2L'" not in str(w[0].message) and "eps_param" in str(w[0].message)
 
 
 def test_a_useless_residual_ticket_is_flagged_and_a_good_one_is_not():
