@@ -26,6 +26,7 @@ import torch
 from .. import models, subsetsum
 from ..masks import Mask
 from .basis import Basis, Dense, Univariate
+from .certify import dense_errors, univariate_errors
 from .source import init_spec
 
 N_CAND = 32           # candidates per instance (the exact solvers' limit)
@@ -34,6 +35,7 @@ CONSTANTS = 64        # constant neurons of a block's first layer (about half us
 DENSE_WINDOWS = 3     # disjoint windows of N_CAND copies per sign a dense block can retry on
 DENSE_COPIES = 2 * N_CAND * DENSE_WINDOWS + CONSTANTS
 RETRIES = 6
+TIGHTEN = 8           # halvings of a block's instance tolerance before it gives up on its budget
 
 
 class UniversalError(ValueError):
@@ -99,19 +101,33 @@ def _first_layer(block, n_copies: int):
 
 
 def univariate_stage(block, u: Univariate, lo: float, hi: float, budget: float, objective: str, output: bool):
-    """Masks for one univariate block realising ``u`` on ``[lo, hi]``; returns (masks, record)."""
+    """Masks for one univariate block realising ``u`` on ``[lo, hi]`` within ``budget`` (its exact sup
+    error, :mod:`.certify`); returns (masks, record). The instance tolerance starts at the budget over
+    sqrt(neurons) (errors of independent instances rarely add up) and halves until the block fits."""
+    n = max(1, int((u.coefficients() != 0).sum()))
+    X = max(abs(lo), abs(hi))
+    eps = budget / (np.sqrt(n) * (X + 1.0) + 1.0) if output else budget / (X + 1.0)
+    for _ in range(TIGHTEN):
+        masks, rec = _univariate_try(block, u, lo, hi, eps, objective, output)
+        errs = univariate_errors(block, masks, u, lo, hi, None if output else rec["columns"])
+        rec["construction_error"] = max(errs)
+        if rec["construction_error"] <= budget:
+            break
+        eps /= 2
+    return masks, rec
+
+
+def _univariate_try(block, u: Univariate, lo: float, hi: float, eps: float, objective: str, output: bool):
     a, beta, pos, neg, con = _first_layer(block, COPIES)
     W = block.neurons.weight.detach().double()
     b = block.neurons.bias.detach().double()
     c, t = u.coefficients(), np.asarray(u.knots[:-1])
-    X = max(abs(lo), abs(hi))
     if output:
         V = block.out.weight.detach().double()[0]
         terms = [k for k in np.argsort(-np.abs(c), kind="stable") if c[k] != 0]
     else:
         V = torch.ones(W.shape[0], dtype=torch.float64)
         terms = list(range(len(c)))
-    eps = budget / (len(terms) * (X + 1.0) + 1.0) if output else budget / (X + 1.0)
     free = {1: [int(r) for r in torch.argsort(-V.abs()) if V[r] > 0], -1: [int(r) for r in torch.argsort(-V.abs()) if V[r] < 0]}
     if not output:
         free = {1: list(range(W.shape[0])), -1: []}
@@ -157,47 +173,52 @@ def univariate_stage(block, u: Univariate, lo: float, hi: float, budget: float, 
                              f"{eps:.2e} (the per-instance tolerance this eps needs) on up to {RETRIES} source neurons "
                              f"each; raise eps")
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in block.named_parameters()}
-    bound_terms, per_feature = 0.0, {}
-    for k, (r, sol) in assigned.items():
-        err = 0.0
+    for r, sol in assigned.values():
         for name, cand in (("pos", pos[:N_CAND]), ("neg", neg[:N_CAND])):
             if name in sol:
-                m, e = sol[name]
-                sel = cand[m[:len(cand)]]
+                sel = cand[sol[name][0][:len(cand)]]
                 masks["neurons.weight"][r, sel] = True
                 masks["copies.weight"][sel, 0] = True
-                err = max(err, abs(e) * (max(hi, 0.0) if name == "pos" else max(-lo, 0.0)))
-        m, e = sol["bias"]
+        m = sol["bias"][0]
         sel = con[m[:len(con)]]
         masks["neurons.weight"][r, sel] = True
         masks["copies.bias"][sel] = True
         masks["neurons.bias"][r] = bool(m[len(con)])
-        err += abs(e)
         if output and (bool(masks["neurons.weight"][r].any()) or bool(masks["neurons.bias"][r])):
             masks["out.weight"][0, r] = True  # (a term whose sums are all empty is a dead neuron: nothing kept)
-        bound_terms += err
-        per_feature[k] = (r, err)
-    record = {"name": u.name, "neurons": len(assigned), "eps_instance": eps, "basis_error": u.error}
+    record = {"name": u.name, "neurons": len(assigned), "eps_instance": float(eps), "basis_error": u.error}
     if output:  # output bias v_0: constants V_r relu(b_r) of unused neurons, and the output bias itself
         used = {r for r, _ in assigned.values()}
         spare = [r for r in range(W.shape[0]) if r not in used and b[r] > 0][:N_CAND - 1]
         vals = [torch.cat([V[spare] * b[spare], block.out.bias.detach().double().view(1)])]
-        m, e, _ = _solve(vals, [u.values[0]], eps, objective)
+        m, _, _ = _solve(vals, [u.values[0]], eps, objective)
         for j, r in enumerate(spare):
             if m[0][j]:
                 masks["neurons.bias"][r] = True
                 masks["out.weight"][0, r] = True
         masks["out.bias"][0] = bool(m[0][len(spare)])
-        record["construction_error"] = bound_terms + abs(e[0])
         record["lipschitz"] = float(np.abs(np.diff(u.values) / np.diff(u.knots)).max())
     else:
-        record["construction_error"] = max(err for _, err in per_feature.values())
-        record["columns"] = [per_feature[k][0] for k in range(len(c))]
+        record["columns"] = [assigned[k][0] for k in range(len(c))]
     return masks, record
 
 
 def dense_stage(block, d: Dense, lo: float, hi: float, budget: float, objective: str):
-    """Masks for one dense block realising ``v = K z + bias`` for ``z`` in ``[lo, hi]^C``."""
+    """Masks for one dense block realising ``v = K z + bias`` for ``z`` in ``[lo, hi]^C`` within ``budget``
+    (exact, :mod:`.certify`); the tolerance starts at the budget over sqrt(C) and halves until it fits."""
+    C = d.matrix().shape[1]
+    X = max(abs(lo), abs(hi))
+    eps = budget / (np.sqrt(C) * X + 1.0)
+    for _ in range(TIGHTEN):
+        masks, rec = _dense_try(block, d, lo, hi, eps, objective)
+        rec["construction_error"] = max(dense_errors(block, masks, d, lo, hi), default=0.0)
+        if rec["construction_error"] <= budget:
+            break
+        eps /= 2
+    return masks, rec
+
+
+def _dense_try(block, d: Dense, lo: float, hi: float, eps: float, objective: str):
     n1 = block.copies.weight.shape[0]
     n_copies = n1 - CONSTANTS
     a, beta, pos, neg, con = _first_layer(block, n_copies)
@@ -205,10 +226,7 @@ def dense_stage(block, d: Dense, lo: float, hi: float, budget: float, objective:
     bm = block.mix.bias.detach().double()
     K, bias = d.matrix(), np.asarray(d.bias)
     M, C = K.shape
-    X = max(abs(lo), abs(hi))
-    eps = budget / (C * X + 1.0)
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in block.named_parameters()}
-    err = np.zeros(M)
     for name, cand, used in (("pos", pos, hi > 0), ("neg", neg, lo < 0)):
         if not used:
             continue
@@ -228,18 +246,15 @@ def dense_stage(block, d: Dense, lo: float, hi: float, budget: float, objective:
                 sel = win[m[q][:len(win)]]
                 masks["mix.weight"][j, i * n1 + sel] = True
                 masks["copies.weight"][sel, 0] = True
-                err[j] += abs(e[q]) * (max(hi, 0.0) if name == "pos" else max(-lo, 0.0))
             todo = left
     vals = [torch.cat([W[j, con] * beta[con], bm[j].view(1)]) for j in range(M)]
-    m, e, _ = _solve(vals, bias.tolist(), eps, objective)
+    m, _, _ = _solve(vals, bias.tolist(), eps, objective)
     for j in range(M):
         sel = con[m[j][:len(con)]]
         masks["mix.weight"][j, sel] = True
         masks["copies.bias"][sel] = True
         masks["mix.bias"][j] = bool(m[j][len(con)])
-        err[j] += abs(e[j])
-    record = {"name": "dense", "outputs": M, "eps_instance": eps, "basis_error": 0.0,
-              "construction_error": float(err.max()) if M else 0.0,
+    record = {"name": "dense", "outputs": M, "eps_instance": float(eps), "basis_error": 0.0,
               "lipschitz": float(np.abs(K).sum(1).max()) if M else 0.0}
     return masks, record
 
