@@ -64,17 +64,17 @@ def _build(repeats, *args, **kw):
 
 
 def _engine_exp_block(ut) -> dict:
-    """The poly ticket's exp block (a 1-hidden-layer ReLU net) built by the general construction at the
-    same construction budget the universal pruning gave it."""
+    """The poly ticket's exp block (a 1-hidden-layer ReLU net) built by the general construction in
+    guarantee mode at the construction budget the universal pruning had for it."""
     from lotterylab.construct import construct
 
     u = ut.basis.stages[2][1]
     net = u.module()
-    budget = ut.report["stages"][2]["construction_error"]
+    budget = ut.report["stages"][2]["budget"]  # what the universal pruning was allowed for this block
     out = {"construction_budget": budget}
     for mode in ("2L", "L+1"):
         t0 = time.perf_counter()
-        tk = construct(net.float(), mode=mode, eps=max(budget, 1e-5), seed=0, domain=u.domain)
+        tk = construct(net.float(), mode=mode, eps=budget, seed=0, domain=u.domain)
         out[mode] = {"kept": tk.counts()["ticket_parameters"], "seconds": time.perf_counter() - t0,
                      "certificate": tk.report["certificate"]}
     out["universal_exp_block_kept"] = int(sum(int(m.sum()) for n, m in ut.ticket.masks.items()

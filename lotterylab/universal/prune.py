@@ -11,9 +11,9 @@ costs one output weight, not a block of copies as in the general construction
 
 Every instance is solved exactly (:func:`lotterylab.subsetsum.solve`, at most 32 candidates,
 ``min_cardinality`` by default: the fewest kept weights within tolerance). A failed instance moves
-to a fresh source neuron (univariate blocks) or the next window of copies (dense blocks). The
-certificate is a-posteriori and rigorous: per neuron ``|e_+| relu(x) + |e_-| relu(-x) + |e_b|``
-bounds its realised pre-activation error (ReLU is 1-Lipschitz), summed over a block's neurons.
+to a fresh source neuron (univariate blocks) or the next window of copies (dense blocks). Each
+block's error against its basis stage is then computed exactly (:mod:`.certify`), and the instance
+tolerance halves until it fits the block's budget; the blocks' errors compose along the chain.
 """
 
 from __future__ import annotations
@@ -271,6 +271,7 @@ def prune(basis: Basis, ranges, budgets: list[float], seed: int, objective: str 
         else:
             m, rec = univariate_stage(block, s, lo, hi, budget, objective, output=kind == "univariate")
         bound = _compose(bound, rec)
+        rec["budget"] = budget  # what the block was allowed (construction error, exact, is at most this)
         rec["bound_after"] = bound
         records.append(rec)
         masks.update({f"stages.{i}.{n}": v for n, v in m.items()})
