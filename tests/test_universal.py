@@ -251,3 +251,14 @@ def test_compact_features_equal_the_masked_source(family, dim, kw):
     assert torch.allclose(small, full, rtol=1e-12, atol=1e-12)
     n_small = sum(p.numel() for p in ut.compact().parameters())
     assert n_small < 0.5 * ut.counts()["source_parameters"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_features_and_readouts_on_a_gpu_match_the_cpu(poly2):
+    x = grid(poly2.basis, points=2000)
+    y = sample_tasks(poly2.basis, 5, seed=0)(x)
+    on_gpu = poly2.features(x.cuda())
+    assert on_gpu.device.type == "cuda" and torch.allclose(on_gpu.cpu(), poly2.features(x), atol=1e-12)
+    r = poly2.fit_readout(x.cuda(), y.cuda())
+    assert torch.allclose(poly2.readout_error(r, x.cuda(), y.cuda()).cpu(),
+                          poly2.readout_error(poly2.fit_readout(x, y), x, y), atol=1e-9)

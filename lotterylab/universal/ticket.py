@@ -51,22 +51,24 @@ class UniversalTicket:
         return self.ticket.network(device)
 
     def features(self, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
-        """The ticket's features at ``x`` ([B, dim] inside the domain), float64 [B, n_features]."""
+        """The ticket's features at ``x`` ([B, dim] inside the domain), float64 [B, n_features], computed
+        on ``x``'s device (the compact network moves there once)."""
         lo, hi = self.basis.domain
-        x = torch.as_tensor(x, dtype=torch.float64)
+        x = torch.as_tensor(x).to(torch.float64)
         if x.dim() != 2 or x.shape[1] != self.basis.dim:
             raise ValueError(f"x must be [B, {self.basis.dim}], got {tuple(x.shape)}")
         if bool((x < lo).any() or (x > hi).any()):
             raise ValueError(f"x leaves the ticket's domain [{lo}, {hi}]^{self.basis.dim}: the certificate holds "
                              f"only there; rescale the inputs onto it")
-        if self._net is None or self._net[0] is not self.ticket.masks:  # (built anew when the mask is replaced)
-            self._net = (self.ticket.masks, self.compact())
+        key = (self.ticket.masks, str(x.device))  # built anew when the mask is replaced or the device changes
+        if self._net is None or self._net[0] is not key[0] or self._net[1] != key[1]:
+            self._net = (key[0], key[1], self.compact(x.device))
         with torch.no_grad():
-            out = torch.cat([self._net[1](x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
-                torch.zeros(0, len(self.basis.features), dtype=torch.float64)
+            out = torch.cat([self._net[2](x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else \
+                torch.zeros(0, len(self.basis.features), dtype=torch.float64, device=x.device)
         return out
 
-    def compact(self) -> torch.nn.Module:
+    def compact(self, device=None) -> torch.nn.Module:
         """The ticket's features as a small float64 network: only the kept neurons (same function)."""
         from .source import compact
 
@@ -74,14 +76,15 @@ class UniversalTicket:
         if self.columns is not None:  # the Lipschitz basis: one block whose neurons are the features
             n2 = self.ticket.arch["kwargs"]["stages"][0]["neurons"]
             rows = [c for c in self.columns if c < n2]
-        return compact(self.network().double(), rows).eval()
+        net = compact(self.network().double(), rows).eval()
+        return net.to(device) if device is not None else net
 
     def fit_readout(self, x: torch.Tensor, y: torch.Tensor, ridge: float = 0.0) -> Readout:
         """Least squares (``ridge`` > 0: ridge, relative to the features' mean square) of ``y`` ([B] or
         [B, T]: T tasks in one solve) on the ticket's features; the intercept is not penalised."""
         if not (isinstance(ridge, (int, float)) and ridge >= 0):
             raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
-        y = torch.as_tensor(y, dtype=torch.float64)
+        y = torch.as_tensor(y).to(torch.float64)
         if y.dim() not in (1, 2) or not bool(torch.isfinite(y).all()):
             raise ValueError(f"y must be finite values [B] or [B, tasks], got shape {tuple(y.shape)}"
                              + ("" if y.dim() not in (1, 2) else " with non-finite entries"))
@@ -89,19 +92,22 @@ class UniversalTicket:
         F = self.features(x)
         if y2.shape[0] != F.shape[0]:
             raise ValueError(f"x has {F.shape[0]} rows, y {y2.shape[0]}")
+        y2 = y2.to(F.device)
         fm, ym = F.mean(0), y2.mean(0)
         Fc, yc = F - fm, y2 - ym
         if ridge > 0:
             lam = (ridge * Fc.pow(2).mean() * len(Fc)) ** 0.5
-            Fc = torch.cat([Fc, lam * torch.eye(F.shape[1], dtype=torch.float64)])
-            yc = torch.cat([yc, torch.zeros(F.shape[1], yc.shape[1], dtype=torch.float64)])
-        w = torch.linalg.lstsq(Fc, yc, driver="gelsd").solution
+            Fc = torch.cat([Fc, lam * torch.eye(F.shape[1], dtype=torch.float64, device=F.device)])
+            yc = torch.cat([yc, torch.zeros(F.shape[1], yc.shape[1], dtype=torch.float64, device=F.device)])
+        # gelsd (SVD: rank-deficient features are fine) exists on the CPU; elsewhere QR, full rank
+        w = torch.linalg.lstsq(Fc, yc, driver="gelsd" if F.device.type == "cpu" else None).solution
         b = ym - fm @ w
         return Readout(w if y.dim() > 1 else w[:, 0], b if y.dim() > 1 else b[0], float(ridge))
 
     def readout_error(self, readout: Readout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sup error of ``readout`` at ``x`` against ``y`` per task ([T], or a scalar for one task)."""
-        return (readout(self.features(x)) - torch.as_tensor(y, dtype=torch.float64)).abs().amax(0)
+        F = self.features(x)
+        return (readout(F) - torch.as_tensor(y).to(device=F.device, dtype=torch.float64)).abs().amax(0)
 
     def counts(self) -> dict:
         return self.ticket.counts()
