@@ -48,7 +48,7 @@ class CompactLinear(nn.Module):
         if self.sparse:  # built from the entries: the dense matrix never exists
             with warnings.catch_warnings():  # CSR is "beta" in torch; the matmul used here is stable
                 warnings.simplefilter("ignore")
-                weight = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, self.shape).coalesce().to_sparse_csr()
+                weight = _csr(rows, cols, vals, self.shape)
         else:
             weight = torch.zeros(self.shape, dtype=vals.dtype, device=vals.device)
             weight[rows, cols] = vals
@@ -59,6 +59,18 @@ class CompactLinear(nn.Module):
         if self.sparse:
             return (self.weight @ x.T).T + self.bias
         return x @ self.weight.T + self.bias
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape) -> torch.Tensor:
+    """A CSR matrix of the entries. Entries from ``nonzero()`` (or a coalesced tensor) are already in
+    row-major order without repeats: then CSR is built directly (the same matrix as through COO's
+    sort, without it: about 1.4 s of a LeNet L+1 ticket's compact build); otherwise through COO."""
+    key = rows.to(torch.int64) * shape[1] + cols.to(torch.int64)
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=vals.device)
+        crow[1:] = torch.cumsum(torch.bincount(rows.to(torch.int64), minlength=shape[0]), 0)
+        return torch.sparse_csr_tensor(crow, cols.to(torch.int64), vals, shape)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce().to_sparse_csr()
 
 
 class CompactMLP(nn.Module):
@@ -177,7 +189,8 @@ def _fold_first(entries: list, act: str) -> None:
     entries[0] = [torch.arange(len(pairs)), pairs // 2, sign, (len(pairs), entries[0][3][1]),
                   torch.zeros(len(pairs), dtype=torch.float64)]
     r1, c1, w, (n1, _), b1 = entries[1]
-    W = torch.sparse_coo_tensor(torch.stack([r1, channel[c1]]), w * a_row[c1].abs(), (n1, len(pairs)),
-                                check_invariants=True).coalesce()
-    i, v = W.indices(), W.values()
-    entries[1] = [i[0], i[1], v, (n1, len(pairs)), b1]
+    # the copies of one (input, side) merge: sum their weights per (row, channel), in row-major order
+    # (unique + index_add: ~4x faster than a sparse tensor's coalesce here, deterministic on the CPU)
+    key, inverse = torch.unique(r1 * len(pairs) + channel[c1], sorted=True, return_inverse=True)
+    v = torch.zeros(len(key), dtype=torch.float64).index_add_(0, inverse, w * a_row[c1].abs())
+    entries[1] = [key // len(pairs), key % len(pairs), v, (n1, len(pairs)), b1]

@@ -194,3 +194,20 @@ def test_the_compact_network_is_built_once_and_rebuilt_for_new_masks():
     assert rebuilt is not net
     with torch.no_grad():
         assert not rebuilt(torch.rand(4, 4, dtype=torch.float64)).any()  # nothing kept: zero outputs
+
+
+def test_csr_built_directly_is_the_coo_route_matrix():
+    """Row-major unique entries go straight to CSR; anything else through COO; the same matrix."""
+    from lotterylab.compact import _csr
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(40, 30, generator=g) < 0.1
+    r, c = mask.nonzero(as_tuple=True)
+    v = torch.randn(len(r), generator=g, dtype=torch.float64)
+    ref = torch.sparse_coo_tensor(torch.stack([r, c]), v, (40, 30)).coalesce().to_sparse_csr()
+    for rows, cols, vals in ((r, c, v), (r.flip(0), c.flip(0), v.flip(0))):  # sorted, and reversed
+        got = _csr(rows, cols, vals, (40, 30))
+        assert torch.equal(got.crow_indices(), ref.crow_indices()) and torch.equal(got.col_indices(), ref.col_indices())
+        assert torch.equal(got.values(), ref.values())
+    dup = _csr(torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([1.0, 2.0], dtype=torch.float64), (2, 2))
+    assert torch.equal(dup.to_dense(), torch.tensor([[0.0, 3.0], [0.0, 0.0]], dtype=torch.float64))
