@@ -1,6 +1,7 @@
 """Universal tickets: basis networks against their exact functions, the ticket as a pruning of its
 regenerated source, certificates against realised errors, shared blocks, readouts over task batches."""
 
+import json
 import math
 
 import numpy as np
@@ -262,3 +263,16 @@ def test_features_and_readouts_on_a_gpu_match_the_cpu(poly2):
     r = poly2.fit_readout(x.cuda(), y.cuda())
     assert torch.allclose(poly2.readout_error(r, x.cuda(), y.cuda()).cpu(),
                           poly2.readout_error(poly2.fit_readout(x, y), x, y), atol=1e-9)
+
+
+def test_cli_reads_your_own_image_files_with_no_verify(fashion_fixture_dir, tmp_path, capsys):
+    """--data-root and --no-verify are honoured (the fixture's files are not the pinned ones)."""
+    from lotterylab.cli import main
+
+    base = ["universal", "--dim", "2", "--degree", "2", "--eps", "0.05", "--tasks", "5", "--dataset", "fashion-mnist",
+            "--data-root", str(fashion_fixture_dir), "--val-size", "10", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 2  # checked against the pinned hashes: refused
+    assert "sha" in capsys.readouterr().err.lower()
+    assert main(base + ["--no-verify", "--out", str(tmp_path / "b")]) == 0
+    res = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert res["data"]["train"] == 50 and set(res["classification"]["readouts"]) >= {"ticket", "raw_projection"}

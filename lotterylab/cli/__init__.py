@@ -14,7 +14,7 @@ from ..executors import WorkerLost
 from ..hparams import CHECKS, DeprecatedAlias, add_arguments
 from ..io import FileFormatError
 from ..training import TrainConfig
-from .options import ModelDataConfig, add_executor_options, add_run_options
+from .options import ModelDataConfig, add_data_options, add_executor_options, add_run_options
 
 
 def _trainer(sub, name: str, help_: str, train_defaults=None, exclude=()):
@@ -110,13 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = stsub.add_parser("planted", help="every finder on planted tickets of several families and activations: "
                                           "do they recover them?")
     add_arguments(pl, PlantedStudyConfig)
-    pl.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
-                    help="images (average-pooled to 7x7) the targets learn and the teachers label (default: mnist)")
-    pl.add_argument("--data-root", default="", help="directory of the data set files")
-    pl.add_argument("--val-size", type=CHECKS["positive"](int), default=5000,
-                    help="training examples held out for validation (default: 5000)")
-    pl.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                    help="check the data files' SHA-256 (--no-verify: your own files in the standard format)")
+    add_data_options(pl, ["mnist", "fashion-mnist"], "mnist", "images (average-pooled to 7x7) the targets learn and "
+                     "the teachers label", "training examples held out for validation")
     pl.add_argument("--plots-dir", default="", help="where the PNGs go (default: the run folder)")
     add_executor_options(pl, default="processes", what="the cells (one thread each)")
     add_run_options(pl, device=False, out_help="run folder (default: runs/study-planted-<task>-<data>-<hash of what "
@@ -128,12 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     un = sub.add_parser("universal", help="a universal ticket: one pruned random network whose features serve a "
                                           "function family through a linear readout")
     add_arguments(un, UniversalConfig)
-    un.add_argument("--dataset", default="none", choices=["none", "mnist", "fashion-mnist"],
-                    help="also a real task: images projected by PCA onto --dim components, linear readouts on the "
-                         "ticket, the raw projection, the unpruned source and random features (default: none)")
-    un.add_argument("--data-root", default="", help="directory of the data set files")
-    un.add_argument("--val-size", type=CHECKS["positive"](int), default=5000,
-                    help="training examples held out to pick the readout's ridge (default: 5000)")
+    add_data_options(un, ["none", "mnist", "fashion-mnist"], "none", "also a real task: images projected by PCA onto "
+                     "--dim components, linear readouts on the ticket, the raw projection, the unpruned source and "
+                     "random features", "training examples held out to pick the readout's ridge")
     add_run_options(un, device=False)
     un.set_defaults(func=cmd_universal)
 

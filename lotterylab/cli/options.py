@@ -112,6 +112,16 @@ def add_run_options(p: argparse.ArgumentParser, device: bool = True, out_help: s
     g.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
 
 
+def add_data_options(p: argparse.ArgumentParser, choices, default: str, dataset_help: str, val_help: str) -> None:
+    """``--dataset``, ``--data-root``, ``--val-size``, ``--verify``: the MNIST-type images a command reads."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default, choices=list(choices), help=f"{dataset_help} (default: {default})")
+    g.add_argument("--data-root", default="", help="directory of the data set files")
+    g.add_argument("--val-size", type=CHECKS["positive"](int), default=5000, help=f"{val_help} (default: 5000)")
+    g.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="check the data files' SHA-256 (--no-verify: your own files in the standard format)")
+
+
 def add_executor_options(p: argparse.ArgumentParser, default: str = "serial", workers: int | None = None,
                          what: str = "independent pieces of work") -> None:
     """``--executor`` / ``--workers``: where a command's parallel work runs (lotterylab.executors)."""

@@ -77,7 +77,8 @@ def cmd_universal(ns) -> int:
         return 0
     splits = None
     if ns.dataset != "none":
-        splits = data_mod.load(ns.dataset, root=ns.data_root or None, val_size=ns.val_size)  # files checked first
+        splits = data_mod.load(ns.dataset, root=ns.data_root or None, val_size=ns.val_size,
+                               verify=ns.verify)  # files checked first
     stage(ns, f"universal {cfg.family} ticket, dim {cfg.dim}, eps {cfg.eps}")
     ut = construct_universal(cfg.family, cfg.dim, eps=cfg.eps, seed=cfg.source_seed, domain=(cfg.low, cfg.high),
                              objective=cfg.objective, **kw)
