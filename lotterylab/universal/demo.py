@@ -22,7 +22,7 @@ import torch
 
 from .basis import grid
 from .tasks import sample_tasks
-from .ticket import UniversalTicket
+from .ticket import UniversalTicket, least_squares
 
 RIDGES = (0.0, 1e-8, 1e-6, 1e-4, 1e-2)
 QUANTILE = 0.005
@@ -57,22 +57,15 @@ def _pca(x: torch.Tensor, dim: int):
 
 
 def _ridge_readout(ftr, ytr, fva, yva, classes):
-    """One-hot least squares; the ridge with the best validation accuracy."""
+    """One-hot least squares (:func:`.ticket.least_squares`); the ridge with the best validation accuracy."""
     Y = torch.nn.functional.one_hot(ytr, classes).double()
-    fm, ym = ftr.mean(0), Y.mean(0)
-    Fc, yc = ftr - fm, Y - ym
     best = None
     for r in RIDGES:
-        A, b = Fc, yc
-        if r > 0:
-            lam = (r * Fc.pow(2).mean() * len(Fc)) ** 0.5
-            A = torch.cat([Fc, lam * torch.eye(Fc.shape[1], dtype=torch.float64)])
-            b = torch.cat([yc, torch.zeros(Fc.shape[1], classes, dtype=torch.float64)])
-        w = torch.linalg.lstsq(A, b, driver="gelsd").solution
-        acc = float(((fva - fm) @ w + ym).argmax(1).eq(yva).double().mean())
+        readout = least_squares(ftr, Y, r)
+        acc = float(readout(fva).argmax(1).eq(yva).double().mean())
         if best is None or acc > best[0]:
-            best = (acc, r, w)
-    return best[1], lambda f: ((f - fm) @ best[2] + ym).argmax(1), best[0]
+            best = (acc, readout)
+    return best[1].ridge, lambda f: best[1](f).argmax(1), best[0]
 
 
 def classification(ut: UniversalTicket, splits, seed: int = 0, pca_examples: int = 20_000) -> dict:

@@ -33,6 +33,20 @@ class Readout:
         return features.double() @ self.weight + self.bias
 
 
+def least_squares(F: torch.Tensor, Y: torch.Tensor, ridge: float = 0.0) -> Readout:
+    """The readout of ``Y`` [B, T] on features ``F`` [B, n] (float64): centred least squares, ``ridge``
+    relative to the features' mean square, the intercept not penalised."""
+    fm, ym = F.mean(0), Y.mean(0)
+    Fc, yc = F - fm, Y - ym
+    if ridge > 0:
+        lam = (ridge * Fc.pow(2).mean() * len(Fc)) ** 0.5
+        Fc = torch.cat([Fc, lam * torch.eye(F.shape[1], dtype=torch.float64, device=F.device)])
+        yc = torch.cat([yc, torch.zeros(F.shape[1], yc.shape[1], dtype=torch.float64, device=F.device)])
+    # gelsd (SVD: rank-deficient features are fine) exists on the CPU; elsewhere QR, full rank
+    w = torch.linalg.lstsq(Fc, yc, driver="gelsd" if F.device.type == "cpu" else None).solution
+    return Readout(w, ym - fm @ w, float(ridge))
+
+
 class UniversalTicket:
     """A :class:`~lotterylab.Ticket` on a universal source, its basis and the outputs that are features."""
 
@@ -92,17 +106,8 @@ class UniversalTicket:
         F = self.features(x)
         if y2.shape[0] != F.shape[0]:
             raise ValueError(f"x has {F.shape[0]} rows, y {y2.shape[0]}")
-        y2 = y2.to(F.device)
-        fm, ym = F.mean(0), y2.mean(0)
-        Fc, yc = F - fm, y2 - ym
-        if ridge > 0:
-            lam = (ridge * Fc.pow(2).mean() * len(Fc)) ** 0.5
-            Fc = torch.cat([Fc, lam * torch.eye(F.shape[1], dtype=torch.float64, device=F.device)])
-            yc = torch.cat([yc, torch.zeros(F.shape[1], yc.shape[1], dtype=torch.float64, device=F.device)])
-        # gelsd (SVD: rank-deficient features are fine) exists on the CPU; elsewhere QR, full rank
-        w = torch.linalg.lstsq(Fc, yc, driver="gelsd" if F.device.type == "cpu" else None).solution
-        b = ym - fm @ w
-        return Readout(w if y.dim() > 1 else w[:, 0], b if y.dim() > 1 else b[0], float(ridge))
+        r = least_squares(F, y2.to(F.device), ridge)
+        return r if y.dim() > 1 else Readout(r.weight[:, 0], r.bias[0], r.ridge)
 
     def readout_error(self, readout: Readout, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sup error of ``readout`` at ``x`` against ``y`` per task ([T], or a scalar for one task)."""
