@@ -98,14 +98,19 @@ class Univariate:
         return cls(tuple(d["knots"]), tuple(d["values"]), d.get("name", ""), float(d.get("error", float("nan"))))
 
 
-def _knots(g: Callable, lo: float, hi: float, pieces: int, placement: str) -> np.ndarray:
-    if placement == "uniform":
-        return np.linspace(lo, hi, pieces + 1)
+def _root_curvature(g: Callable, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """``|g''|^(1/2)`` on 20,001 points of ``[lo, hi]`` (finite differences): the error density of
+    piecewise-linear fits."""
     x = np.linspace(lo, hi, 20001)
     y = np.asarray(g(x), dtype=np.float64)
     h = x[1] - x[0]
-    curv = np.abs(np.gradient(np.gradient(y, h), h))
-    dens = np.sqrt(curv)
+    return x, np.sqrt(np.abs(np.gradient(np.gradient(y, h), h)))
+
+
+def _knots(g: Callable, lo: float, hi: float, pieces: int, placement: str) -> np.ndarray:
+    if placement == "uniform":
+        return np.linspace(lo, hi, pieces + 1)
+    x, dens = _root_curvature(g, lo, hi)
     dens = dens + 1e-3 * max(dens.max(), 1e-12)  # never a gap: a straight stretch still gets knots now and then
     cum = np.concatenate([[0.0], np.cumsum((dens[1:] + dens[:-1]) / 2)])
     t = np.interp(np.linspace(0, cum[-1], pieces + 1), cum, x)
@@ -189,10 +194,8 @@ def _fewest_pieces(g, lo, hi, eps, placement, name) -> Univariate:
             fits[n] = Univariate(u.knots, u.values, name, sup_error(u, g, lo, hi))
         return fits[n]
 
-    x = np.linspace(lo, hi, 20001)
-    y = np.asarray(g(x), dtype=np.float64)
-    curv = np.abs(np.gradient(np.gradient(y, x), x))
-    f = np.sqrt(curv / (16 * eps))
+    x, root = _root_curvature(g, lo, hi)
+    f = root / np.sqrt(16 * eps)
     n = int(min(MAX_KNOTS, max(1, math.ceil(float(np.sum((f[1:] + f[:-1]) / 2 * np.diff(x)))))))
     while fit(n).error > eps:
         if n >= MAX_KNOTS:

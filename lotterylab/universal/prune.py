@@ -128,19 +128,21 @@ def _univariate_try(block, u: Univariate, lo: float, hi: float, eps: float, obje
     else:
         V = torch.ones(W.shape[0], dtype=torch.float64)
         terms = list(range(len(c)))
-    free = {1: [int(r) for r in torch.argsort(-V.abs()) if V[r] > 0], -1: [int(r) for r in torch.argsort(-V.abs()) if V[r] < 0]}
-    if not output:
+    if output:  # neurons by |V|, per sign: the largest output weights go to the largest terms
+        order = [int(r) for r in torch.argsort(-V.abs())]
+        free = {1: [r for r in order if V[r] > 0], -1: [r for r in order if V[r] < 0]}
+    else:
         free = {1: list(range(W.shape[0])), -1: []}
     sides = [("pos", pos, hi > 0), ("neg", neg, lo < 0)]
     assigned, pending = {}, list(terms)
-    for _attempt in range(RETRIES):
+    for attempt in range(RETRIES):
         if not pending:
             break
         batch = []
         for k in pending:
             sign = int(np.sign(c[k])) if output else 1
             if not free[sign]:
-                if _attempt == 0:
+                if attempt == 0:
                     raise UniversalError(f"the source block has too few neurons of sign {sign} for {u.name or 'a net'}; "
                                          f"this is a sizing bug, please report it")
                 break  # the spares went to retries: the instances are too hard at this tolerance
