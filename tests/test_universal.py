@@ -215,6 +215,10 @@ def test_features_outside_the_domain_are_refused(poly2):
     (["--family", "poly", "--lipschitz", "2"], "--lipschitz is for --family lipschitz"),
     (["--family", "poly", "--dim", "12", "--degree", "8"], "over the limit"),
     (["--family", "lipschitz", "--breakpoints", "5000"], "over the limit"),
+    (["--tasks", "0", "--ridge", "0.1"], "with --tasks 0 there are none"),
+    (["--val-size", "100"], "are for --dataset"),
+    (["--no-verify"], "are for --dataset"),
+    (["--tasks", "0", "--seed", "3"], "nothing is drawn"),
 ])
 def test_cli_refuses_flags_it_would_not_honour_before_any_work(argv, needle, tmp_path, capsys):
     from lotterylab.cli import main

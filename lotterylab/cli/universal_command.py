@@ -41,9 +41,19 @@ class UniversalConfig:
 FAMILY_FLAGS = {"degree": "poly", "frequencies": "fourier", "breakpoints": "lipschitz"}
 
 
-def check(cfg: UniversalConfig, dataset: str) -> dict:
+def check(cfg: UniversalConfig, ns) -> dict:
     """Every flag honoured or refused, before any work; returns construct_universal's arguments."""
     from ..universal.families import check as check_basis
+
+    dataset = ns.dataset
+    if not cfg.tasks and (cfg.ridge or cfg.fit_points != UniversalConfig.fit_points):
+        raise ValueError("--ridge and --fit-points shape the task readouts; with --tasks 0 there are none: drop them")
+    if not cfg.tasks and dataset == "none" and cfg.seed:
+        raise ValueError("--seed draws the random tasks and the PCA sample; with --tasks 0 and no --dataset nothing "
+                         "is drawn: drop it")
+    if dataset == "none" and (ns.data_root or ns.val_size != 5000 or not ns.verify):
+        raise ValueError("--data-root, --val-size and --no-verify are for --dataset mnist|fashion-mnist; drop them "
+                         "or name the data set")
 
     for flag, fam in FAMILY_FLAGS.items():
         if getattr(cfg, flag) and cfg.family != fam:
@@ -69,7 +79,7 @@ def cmd_universal(ns) -> int:
 
     start(ns)
     cfg = from_namespace(UniversalConfig, ns)
-    kw = check(cfg, ns.dataset)
+    kw = check(cfg, ns)
     run = RunFolder(ns, "universal", [cfg.family, f"d{cfg.dim}"])
     done = run.check()
     if done is not None:
