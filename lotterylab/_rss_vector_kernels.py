@@ -90,3 +90,147 @@ def vector_brute_force(X, T, eps, objective, k, out_mask, out_flag, nb):
             else:
                 out_mask[inst] = best_mask
                 out_flag[inst] = False
+
+
+@njit(cache=True)
+def _half_sums(x, lo, h, d):
+    """Sums [2**h, d] and sizes of every subset of candidates lo..lo+h-1 (bit j: candidate lo + j)."""
+    m = 1 << h
+    s = np.zeros((m, d))
+    c = np.zeros(m, np.int64)
+    for i in range(1, m):
+        j = 0
+        while ((i >> j) & 1) == 0:
+            j += 1
+        p = i ^ (1 << j)
+        for q in range(d):
+            s[i, q] = s[p, q] + x[lo + j, q]
+        c[i] = c[p] + 1
+    return s, c
+
+
+@njit(cache=True)
+def _scan(SA, CA, SB, CB, key, t, tol, d, want_card, budget):
+    """Best (size or error, then error) pair of half-subsets within ``tol`` (l-infinity); SB sorted by
+    component ``key``. Returns (found, ia, ib, error, complete): ``complete`` is False when more than
+    ``budget`` pairs fell in the windows and the scan stopped early."""
+    found = False
+    best_c = 1 << 30
+    best_e = INF
+    bi = 0
+    bj = 0
+    nb = SB.shape[0]
+    work = 0
+    for i in range(SA.shape[0]):
+        r = t[key] - SA[i, key]
+        # first b with SB[b, key] >= r - tol
+        lo, hi = 0, nb
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if SB[mid, key] < r - tol:
+                lo = mid + 1
+            else:
+                hi = mid
+        b = lo
+        while b < nb and SB[b, key] <= r + tol:
+            work += 1
+            e = 0.0
+            for q in range(d):
+                v = abs(t[q] - SA[i, q] - SB[b, q])
+                if v > e:
+                    e = v
+            if e <= tol:
+                c = CA[i] + CB[b]
+                better = (c < best_c or (c == best_c and e < best_e)) if want_card else e < best_e
+                if (not found) or better:
+                    found = True
+                    best_c = c
+                    best_e = e
+                    bi = i
+                    bj = b
+            b += 1
+        if work > budget:
+            return found, bi, bj, best_e, False
+    return found, bi, bj, best_e, True
+
+
+@njit(cache=True)
+def _nearest_in_key(SA, SB, key, t, d):
+    """For every sum of one half, the other half's nearest in the key component: the best pair by
+    l-infinity error among those (an upper bound on the least error, in O(2**h log 2**h))."""
+    nb = SB.shape[0]
+    best_e = INF
+    bi = 0
+    bj = 0
+    for i in range(SA.shape[0]):
+        r = t[key] - SA[i, key]
+        lo, hi = 0, nb
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if SB[mid, key] < r:
+                lo = mid + 1
+            else:
+                hi = mid
+        for b in (lo - 1, lo):
+            if 0 <= b < nb:
+                e = 0.0
+                for q in range(d):
+                    v = abs(t[q] - SA[i, q] - SB[b, q])
+                    if v > e:
+                        e = v
+                if e < best_e:
+                    best_e = e
+                    bi = i
+                    bj = b
+    return bi, bj, best_e
+
+
+@njit(parallel=True, cache=True)
+def vector_mitm(X, T, eps, objective, out_mask, out_flag, out_exact, nb):
+    """Exact vector solver by meet in the middle (small d, n <= 40): the subset sums of both halves,
+    one half sorted by its widest component; each sum of the other half scans the window of that
+    component within the tolerance and checks the rest. objective 1 (min_cardinality): the smallest
+    subset within eps, ties by error; otherwise, or when none is within eps, the least error: an
+    upper bound from each sum's nearest partner in the key component, then one scan at that error
+    finds the minimum. A scan with more than 256 pairs per sum in its windows (targets far out of
+    reach) stops early: ``out_exact`` is False there and the best pair found is kept (for
+    min_cardinality only when no subset is within eps: ``out_flag`` marks that fallback)."""
+    B, n, d = X.shape
+    h1 = n // 2
+    h2 = n - h1
+    budget = 256 * (1 << h1)
+    for blk in prange(nb):
+        for inst in range(blk * B // nb, (blk + 1) * B // nb):
+            x = X[inst]
+            t = T[inst]
+            key = 0
+            wide = -1.0
+            for q in range(d):
+                acc = 0.0
+                for j in range(n):
+                    acc += abs(x[j, q])
+                if acc > wide:
+                    wide = acc
+                    key = q
+            SA, CA = _half_sums(x, 0, h1, d)
+            SB0, CB0 = _half_sums(x, h1, h2, d)
+            order = np.argsort(SB0[:, key])
+            SB = SB0[order]
+            CB = CB0[order]
+            found = False
+            complete = True
+            ia = 0
+            ib = 0
+            if objective == 1:
+                found, ia, ib, err, complete = _scan(SA, CA, SB, CB, key, t, eps, d, True, budget)
+            out_flag[inst] = False
+            if not found:
+                out_flag[inst] = objective == 1
+                ia, ib, err = _nearest_in_key(SA, SB, key, t, d)
+                # the least error: one scan at the bound (widened by rounding; it finds that pair again)
+                f2, ia2, ib2, err2, complete = _scan(SA, CA, SB, CB, key, t, err * (1 + 1e-12) + 1e-300, d,
+                                                     False, budget)
+                if f2 and err2 <= err:
+                    ia, ib = ia2, ib2
+            out_exact[inst] = complete
+            out_mask[inst] = np.int64(ia) | (np.int64(order[ib]) << h1)

@@ -3,13 +3,17 @@
 * ``kind``: ``"relu_like"`` (ReLU, LeakyReLU: positively homogeneous, exact sign trick) or
   ``"smooth"`` (differentiable at 0 with phi'(0) != 0: linearisation of the first layer);
 * ``phi0 = phi(0)``, ``dphi0 = phi'(0)``, the Lipschitz constant ``lip``;
-* ``remainder(t)``: a bound on ``|phi(z) - phi(0) - phi'(0) z|`` for ``|z| <= t`` (grid maximum
-  plus the grid step times a bound on the remainder's slope, so it is an upper bound);
+* ``taylor``: the coefficients ``c_k = phi^(k)(0) / k!``, k = 1..4 (ELU: of its smooth left branch;
+  its right branch is exactly linear);
+* ``remainder(t, matched)``: a bound on ``|phi(z) - phi(0) - c_1 z - sum_{k in matched} c_k z^k|``
+  for ``|z| <= t`` (grid maximum plus half the grid step times the remainder's largest slope, with
+  margin, so it is an upper bound);
 * ``abs_bound(lo, hi)``: a bound on ``|phi(z)|`` for ``z`` in ``[lo, hi]``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -33,6 +37,21 @@ _TABLE = {
     "softplus": (nn.Softplus, (F.softplus,), False, math.log(2.0), 0.5, 1.0, None),
     "identity": (nn.Identity, (), False, 0.0, 1.0, 1.0, None),
 }
+# Taylor coefficients c_k = phi^(k)(0) / k!, k = 1..4, of the smooth activations (ELU: e^z - 1, its
+# left branch). GELU = z Phi(z), SiLU = z sigmoid(z), softplus = log(1 + e^z); tested against autograd.
+_SQ2PI = math.sqrt(2 * math.pi)
+TAYLOR = {
+    "tanh": (1.0, 0.0, -1.0 / 3, 0.0),
+    "sigmoid": (0.25, 0.0, -1.0 / 48, 0.0),
+    "gelu": (0.5, 1.0 / _SQ2PI, 0.0, -1.0 / (6 * _SQ2PI)),
+    "silu": (0.5, 0.25, 0.0, -1.0 / 48),
+    "elu": (1.0, 0.5, 1.0 / 6, 1.0 / 24),
+    "softplus": (0.5, 0.125, 0.0, -1.0 / 192),
+    "identity": (1.0, 0.0, 0.0, 0.0),
+}
+# activations smooth on one side of 0 only (ELU: linear for z > 0): moment matching keeps copies with
+# a > 0, so z = a x has the sign of x and the polynomial is used where it holds
+LEFT_BRANCH = {"elu"}
 ACTIVATIONS = {name: row[0] for name, row in _TABLE.items()}  # name -> module factory
 FUNCTIONS = {fn: name for name, row in _TABLE.items() for fn in row[1]}  # torch function -> name
 METHODS = {name: name for name, row in _TABLE.items() if row[2]}  # tensor method name -> name
@@ -69,21 +88,22 @@ class Activation:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return self.module()(z)
 
-    def remainder(self, t: float) -> float:
-        """Upper bound of |phi(z) - phi(0) - phi'(0) z| over |z| <= t (smooth activations)."""
-        if self.kind != "smooth" or t <= 0:
+    @property
+    def taylor(self) -> tuple[float, ...]:
+        """c_k = phi^(k)(0) / k!, k = 1..4 (smooth activations; ELU: its left branch)."""
+        return TAYLOR[self.name]
+
+    def matched_moments(self, order: int = 3) -> tuple[int, ...]:
+        """The orders k = 2..order whose Taylor term is not zero: what moment matching cancels."""
+        return tuple(k for k in range(2, order + 1) if self.taylor[k - 1] != 0)
+
+    def remainder(self, t: float, matched: tuple[int, ...] = ()) -> float:
+        """Upper bound of |phi(z) - phi(0) - c_1 z - sum_{k in matched} c_k z^k| over |z| <= t (smooth
+        activations). With ``matched`` on a one-sided activation (ELU) only z <= 0 counts: its copies
+        then have a > 0, and for z > 0 the branch is exactly linear."""
+        if self.kind != "smooth" or t <= 0 or self.name == "identity":
             return 0.0
-        if self.name == "identity":
-            return 0.0
-        z = torch.linspace(-t, t, 4097, dtype=torch.float64, requires_grad=True)
-        y = self(z)
-        (d1,) = torch.autograd.grad(y.sum(), z, create_graph=True)
-        (d2,) = torch.autograd.grad(d1.sum(), z)
-        z = z.detach()
-        r = (y.detach() - self.phi0 - self.dphi0 * z).abs()
-        step = 2 * t / 4096
-        # between grid points the remainder's slope is |phi'(z) - phi'(0)| <= max|phi''| * t
-        return float(r.max()) + step * 1.1 * float(d2.abs().max()) * t
+        return _remainder(self.name, float(t), tuple(matched))
 
     def abs_bound(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Elementwise bound on |phi(z)| for z in [lo, hi]."""
@@ -93,6 +113,31 @@ class Activation:
             inside = (lo <= self.minimum[0]) & (hi >= self.minimum[0])
             b = torch.where(inside, torch.maximum(b, torch.full_like(b, abs(self.minimum[1]))), b)
         return b
+
+
+@functools.lru_cache(maxsize=4096)
+def _remainder(name: str, t: float, matched: tuple[int, ...]) -> float:
+    psi = get(name)
+    if not matched:  # the linearisation's bound, as it always was (tickets stay bit-identical)
+        z = torch.linspace(-t, t, 4097, dtype=torch.float64, requires_grad=True)
+        y = psi(z)
+        (d1,) = torch.autograd.grad(y.sum(), z, create_graph=True)
+        (d2,) = torch.autograd.grad(d1.sum(), z)
+        z = z.detach()
+        r = (y.detach() - psi.phi0 - psi.dphi0 * z).abs()
+        # between grid points the remainder's slope is |phi'(z) - phi'(0)| <= max|phi''| * t
+        return float(r.max()) + 2 * t / 4096 * 1.1 * float(d2.abs().max()) * t
+    c = psi.taylor
+    left = bool(matched) and name in LEFT_BRANCH
+    z = torch.linspace(-t, 0.0 if left else t, 8193, dtype=torch.float64, requires_grad=True)
+    poly = psi.phi0 + c[0] * z + sum(c[k - 1] * z ** k for k in matched)
+    r = psi(z) - poly
+    (dr,) = torch.autograd.grad(r.sum(), z)
+    step = (0.0 if left else t) + t
+    step /= 8192
+    # between grid points |r| grows by at most half a step times its largest slope (the slope is
+    # smooth: its grid maximum with 50 % margin bounds it)
+    return float(r.detach().abs().max()) + 0.5 * step * 1.5 * float(dr.abs().max())
 
 
 def get(name: str) -> Activation:

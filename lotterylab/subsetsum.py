@@ -15,7 +15,11 @@
   - ``fixed_size``: the best subset with exactly ``k`` elements (Natale et al. 2024).
 
 Vector instances are solved exactly by enumerating all ``2**n`` subsets while
-``2**n * d <= VECTOR_EXACT_BUDGET``; beyond it ``min_error`` and ``min_cardinality`` use a compiled
+``2**n * d <= VECTOR_EXACT_BUDGET``. Small vectors (``d <= 3``, 16 <= n <= 40: moment matching's
+instances) are solved exactly for ``min_error`` and ``min_cardinality`` by a compiled meet in the middle
+instead (both halves' sums, one sorted by its widest component, a window scan per sum; a target far
+out of reach stops a scan early and says ``exact=False``). Beyond that ``min_error`` and
+``min_cardinality`` use a compiled
 beam search (:mod:`lotterylab._mrss_kernels`: candidates by decreasing norm, ``beam_width`` states
 kept by l2 residual, then l-infinity flips and swaps) and the result says ``exact=False``. Its
 quality against an exact MILP (HiGHS) is measured in ``benchmarks/structured.py``; the heuristic
@@ -43,6 +47,8 @@ MAX_N = 32                   # scalar instances (exact solvers)
 MAX_N_VECTOR = 512           # vector instances (exact below VECTOR_EXACT_BUDGET, beam search above)
 MAX_D = 49                   # vector dimension: up to a 7x7 kernel
 VECTOR_EXACT_BUDGET = 2**22  # 2**n * d per instance; n <= 20 at d <= 4
+# d <= 3 (moment matching) from 16 candidates on: exact by meet in the middle (enumeration costs 2**n)
+MITM_MIN_N, MITM_MAX_N, MITM_MAX_D = 16, 40, 3
 BEAM_WIDTH = 1024            # states the vector heuristic keeps per level (quality vs time: docs/benchmarks.md)
 CHUNK = 1 << 17  # instances per kernel call: bounds the float64 copies and outputs held at once
 # solve_on: the fewest instances worth a task of their own (a scalar instance takes ~1-10 us in
@@ -160,7 +166,10 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
     brute = backend == "brute_force"
     if backend == "beam" and not vector:
         raise ValueError("backend='beam' is the vector heuristic; scalar instances are solved exactly")
-    if backend == "beam" or (vector and (1 << n) * values.shape[2] > VECTOR_EXACT_BUDGET and backend in ("auto", "numba")):
+    mitm = (vector and use_numba and n >= MITM_MIN_N and n <= MITM_MAX_N
+            and values.shape[2] <= MITM_MAX_D and objective in ("min_error", "min_cardinality"))
+    if backend == "beam" or (vector and not mitm and (1 << n) * values.shape[2] > VECTOR_EXACT_BUDGET
+                             and backend in ("auto", "numba")):
         return _solve_beam(values, targets, eps, objective, beam_width)
     # outputs in the input dtype; float64 only per chunk (10M instances at n = 15: ~0.3 GB of output)
     mask = torch.empty(B, n, dtype=torch.bool, device=device)
@@ -170,7 +179,7 @@ def solve(values: torch.Tensor, targets: torch.Tensor, eps: float, objective: st
     fallback = torch.zeros(B, dtype=torch.bool, device=device)
     with numba_threads() if use_numba else nullcontext():
         exact = _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute,
-                              (mask, sums, err, ok, fallback))
+                              (mask, sums, err, ok, fallback), mitm)
     method = ("numba" if use_numba else f"{'brute_force' if brute else 'torch'}-{device.type}") + \
         ("-vector" if vector else "")
     return SubsetSumResult(mask=mask, sum=sums, error=err, ok=ok,
@@ -214,7 +223,7 @@ def _solve_part(X, T, lo: int, hi: int, eps, objective, k, beam_width):
     return (r.mask.numpy(), r.sum.numpy(), r.error.numpy(), r.ok.numpy(), r.fallback.numpy(), r.exact, r.method)
 
 
-def _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute, outs) -> bool:
+def _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute, outs, mitm=False) -> bool:
     """Fill the outputs chunk by chunk; returns whether every chunk was solved exactly."""
     mask, sums, err, ok, fallback = outs
     B, n = values.shape[:2]
@@ -223,7 +232,9 @@ def _solve_chunks(values, targets, eps, objective, k, vector, use_numba, brute, 
         hi = min(lo + CHUNK, B)
         X = values[lo:hi].detach().to(torch.float64).contiguous()
         T = targets[lo:hi].detach().to(torch.float64).contiguous()
-        if use_numba:
+        if mitm:
+            b, f, ex = _solve_mitm(X, T, eps, objective)
+        elif use_numba:
             b, f, ex = _solve_numba(X, T, eps, objective, k, vector)
         else:
             b, f, ex = _solve_torch(X, T, eps, objective, k, vector, brute)
@@ -278,6 +289,18 @@ def _solve_numba(X, T, eps, objective, k, vector):
     else:
         _k.min_l1(Xn, Tn, eps, on, of, nb)
     return out, flag, True
+
+
+def _solve_mitm(X, T, eps, objective):
+    """Small-d vector instances beyond enumeration, exactly: meet in the middle (one sorted half)."""
+    B = X.shape[0]
+    out = torch.zeros(B, dtype=torch.int64)
+    flag = torch.zeros(B, dtype=torch.bool)
+    exact = torch.zeros(B, dtype=torch.bool)
+    nb = max(1, min(B, _threads()))
+    _kv.vector_mitm(X.numpy(), T.numpy(), eps, OBJECTIVES.index(objective), out.numpy(), flag.numpy(),
+                    exact.numpy(), nb)
+    return out, flag, bool(exact.all())
 
 
 def _solve_beam(values, targets, eps, objective, width) -> SubsetSumResult:

@@ -9,6 +9,7 @@ import torch
 
 from .. import executors
 from ..construct import FAMILIES
+from ..construct.config import FIRST_LAYERS
 from ..hparams import from_namespace, to_dict
 from .options import RunFolder, pct, print_finished, stage, start
 from .targets import TargetConfig, load_target, target_record
@@ -30,7 +31,7 @@ class ConstructConfig:
     eps_param: float = field(default=0.0, metadata={
         "help": "paper mode: per-parameter tolerance instead of --eps (0: guarantee mode)", "check": "nonneg"})
     first_layer: str = field(default="", metadata={"help": "first-layer scheme (default: by activation)",
-                                                   "choices": ["", "sign_trick", "linearize", "identity"]})
+                                                   "choices": ["", *FIRST_LAYERS]})
     calibration: int = field(default=0, metadata={
         "help": "paper mode: correct every bias for the mean error on this many training examples (0: off)",
         "check": "nonneg"})

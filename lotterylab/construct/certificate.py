@@ -40,7 +40,7 @@ def certify(e) -> Certificate:
             # the univariate layer's input range on each side of 0: the box itself for l = 0, else |h| + e
             up_dn = ((e.hi.clamp(min=0).view(1, -1, 1), (-e.lo).clamp(min=0).view(1, -1, 1))
                      if t.input_of(l) < 0 else (U, U))
-            E, lip, gap = e.first.product_error(p, q, l1v, w, U, up_dn, a_scale(e, l))
+            E, lip, gap = e.first.product_error(p, q, l1v, w, U, up_dn, a_scale(e, l), inf.mom[rows])
             err = (E + lip * e_prev).sum((1, 2))
             own, coef = (E - gap * e_prev).sum((1, 2)), (lip + gap).sum((1, 2))
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-FIRST_LAYERS = ("sign_trick", "linearize", "identity")
+FIRST_LAYERS = ("sign_trick", "moments", "linearize", "identity")
 OBJECTIVES = ("min_l1", "min_cardinality", "min_error")
 GRANULARITIES = ("kernel", "filter", "weight")
 

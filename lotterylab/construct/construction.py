@@ -114,15 +114,17 @@ def _run(target, cfg, domain, input_shape, calibration, log, executor) -> Ticket
     best = None
     for rnd in range(cfg.max_rounds if guarantee else 1):
         ep = min(layer_eps)
-        first = first_layer_for(psi, first_name, 1.0)
+        first = first_layer_for(psi, first_name, 1.0 if first_name != "moments" else 0.5)
         settings = _round_settings(cfg, t, scale_biases, layer_eps, first, guarantee)
-        if first_name == "linearize":
-            s1_r = cfg.s1 if cfg.s1 is not None else auto_s1(psi, layer_eps[0], t)
-            if s1_r < 2e-5:
+        if first_name in ("linearize", "moments"):
+            s1_r = cfg.s1 if cfg.s1 is not None else auto_s1(first, layer_eps[0], t)
+            # (moment matching draws s1 small on purpose; below 1e-7 the float32 source loses the moments)
+            if s1_r < (2e-5 if first_name == "linearize" else 1e-7):
                 raise ConstructionError(
-                    f"linearising {psi.name} in the first layer needs input weights of scale {s1_r:.1e} for "
-                    f"eps_param={ep:.2e} (its quadratic remainder), which makes the next layer's subset sums "
-                    f"unsolvable; use first_layer='identity' (idealised, labelled in the report) or a larger eps")
+                    f"first_layer={first_name!r} for {psi.name} needs input weights of scale {s1_r:.1e} for "
+                    f"eps_param={ep:.2e} (its Taylor remainder), which makes the next layer's subset sums "
+                    f"unsolvable; use first_layer='moments', a larger eps, or first_layer='identity' (idealised, "
+                    f"labelled in the report)")
             first = first_layer_for(psi, first_name, s1_r)
         e = Engine(t, settings, family, first, cfg.seed, lo, hi, torch.device("cpu"), const_inputs, scale_biases,
                    calib, executor)

@@ -21,6 +21,7 @@ from . import growth, kernels
 from .config import ConstructionError, RoundSettings
 from .first_layer import LinearRegime
 from .ledger import Ledger
+from .moment_pairs import solve_moment_pairs
 from .source import RandomSource, SourceLayer
 from .tables import candidate_tables, candidate_values, unit_columns
 
@@ -105,6 +106,8 @@ class Engine:
             # weights, the D = 1 case)
             return kernels.solve_kernel_pairs(self, C, P, rows, units, clear)
         inf = self.ledgers[C.index]
+        if inf.product and self.first.dim > 1:  # moment matching: one vector instance per (pair, tap)
+            return solve_moment_pairs(self, C, P, rows, units, clear)
         product = inf.product
         W_t = self.t.w3(inf.tl)  # [n_out, n_in, T]
         col, coef, valid, mult = self.tables(P, product)
@@ -161,7 +164,9 @@ class Engine:
             targets -= self.correction.shift(C, rows)
         crow = torch.tensor(P.const_rows, dtype=torch.long)
         kappa = growth.const_value(self, P, crow)
-        use = kappa.abs() > 1e-3  # ReLU constants with beta <= 0 output 0: useless
+        # ReLU constants with beta <= 0 output 0: useless (moment matching's are smooth and drawn small or
+        # spread over many scales: every non-zero one counts)
+        use = kappa != 0 if self.first.dim > 1 else kappa.abs() > 1e-3
         crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
         if len(crow) == 0:
             raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")

@@ -11,6 +11,11 @@ scheme decides what those products are worth (Burkholz 2022, arXiv:2205.02321 §
 * :class:`LinearRegime` (``linearize``: smooth activations with ``phi'(0) != 0``): small ``a``
   keep the copies in their linear regime, candidates ``v a phi'(0)``; the remainder of the
   linearisation enters the certificate and ``phi(0)`` moves into the bias target.
+* :class:`MomentMatching` (``moments``: smooth activations; the default for GELU, SiLU, ELU,
+  softplus): each weight is a two-component subset sum that also cancels the copies' lowest
+  non-zero Taylor term above the linear one, ``sum v a^k ~ 0`` (k = 2, or 3 for tanh and sigmoid),
+  so what remains is of order k + 1 and ``linearize``'s quadratic remainder, which forces scales
+  ~1e-5 and unsolvable sums above, is gone.
 * ``identity``: the papers' idealised first layer (no activation), a :class:`LinearRegime` with
   the identity; labelled as such in the report.
 
@@ -29,13 +34,15 @@ class LinearRegime:
     """Copies in their linear regime: one instance per weight, candidates ``v * a * phi'(0)``."""
 
     sides = 1
+    dim = 1  # components of each instance (moment matching: > 1)
 
     def __init__(self, psi: acts_mod.Activation, name: str, s1: float = 1.0):
         self.psi, self.name, self.s1 = psi, name, s1
-        self.scaled = name == "linearize"  # input weights of scale s1 / |h|: the remainder stays small
+        self.scaled = name in ("linearize", "moments")  # input weights of scale s1 / |h|: the remainder stays small
 
-    def candidates(self, a: torch.Tensor, unit: torch.Tensor):
-        """(sides, side of each candidate, coefficient, kept, target multiplier per side)."""
+    def candidates(self, a: torch.Tensor, unit: torch.Tensor, a_max: float = 1.0):
+        """(sides, side of each candidate, coefficient, kept, target multiplier per side); ``a_max``
+        is the univariate layer's weight scale."""
         d0 = self.psi.dphi0 if self.psi.kind == "smooth" else 1.0
         keep = torch.ones_like(unit, dtype=torch.bool)
         return 1, torch.zeros_like(unit), a * d0, keep, torch.ones(1, dtype=torch.float64)
@@ -67,10 +74,14 @@ class LinearRegime:
     def a_scale(self, h_max: float) -> float:
         return self.s1 / max(h_max, 1e-12) if self.scaled else 1.0
 
+    def remainder(self, s1: float) -> float:
+        """Bound on what one copy's term misses at |a x| <= s1, per unit of |v|."""
+        return self.psi.remainder(s1)
+
     def w_scale(self, m: float, a_scale: float) -> float:
         return m / (a_scale * self.psi.dphi0) if self.scaled else m
 
-    def product_error(self, p, q, l1v, w, U, up_dn, a_scale: float):
+    def product_error(self, p, q, l1v, w, U, up_dn, a_scale: float, mom=None):
         """Certificate terms of an assembled row: (error for input bound U, Lipschitz, gap) per pair."""
         if self.psi.kind == "smooth" and self.psi.name != "identity":
             R = torch.tensor([self.psi.remainder(a_scale * float(x)) for x in U.flatten()],
@@ -88,7 +99,7 @@ class SignTrick(LinearRegime):
     def __init__(self, psi: acts_mod.Activation):
         super().__init__(psi, "sign_trick")
 
-    def candidates(self, a: torch.Tensor, unit: torch.Tensor):
+    def candidates(self, a: torch.Tensor, unit: torch.Tensor, a_max: float = 1.0):
         alpha = self.psi.slope  # side 0: a > 0, side 1: a < 0 (a = 0 is no candidate)
         mult = torch.tensor([1.0 / (1 + alpha), -1.0 / (1 + alpha)], dtype=torch.float64)
         return 2, (a < 0).long(), a.abs(), a != 0, mult
@@ -125,7 +136,7 @@ class SignTrick(LinearRegime):
     def w_scale(self, m: float, a_scale: float) -> float:
         return m
 
-    def product_error(self, p, q, l1v, w, U, up_dn, a_scale: float):
+    def product_error(self, p, q, l1v, w, U, up_dn, a_scale: float, mom=None):
         a = self.psi.slope
         up, dn = up_dn  # the univariate layer's input range on each side of 0
         E = torch.maximum((p - a * q - w).abs() * up, (a * p - q - w).abs() * dn)
@@ -134,8 +145,55 @@ class SignTrick(LinearRegime):
         return E, lip, gap
 
 
+class MomentMatching(LinearRegime):
+    """Copies of scale ``s1`` whose subsets also cancel the next Taylor terms (the faithful smooth scheme).
+
+    A copy contributes ``v (phi(a x) - phi(0)) = sum_k c_k v a^k x^k + v r(a x)``. Each weight is one
+    vector instance over the copies of its input unit: component 0 is ``c_1 v a`` (target ``w``),
+    component j is ``c_k v a (s1 a / a_max)^(k-1)`` for the j-th matched order k (target 0), i.e. the
+    k-th moment times ``U_l^(k-1)`` with ``U_l = s1 / a_max`` the layer's input bound: one tolerance
+    bounds every term's error by ``tolerance * |x|`` on the box. ELU's polynomial holds for z < 0 only,
+    so its copies are those with ``a > 0`` (then ``a x`` has the sign of ``x`` and the right branch is
+    exact). The remainder ``r`` is of order ``max(matched) + 1`` or more and enters the certificate.
+    """
+
+    def __init__(self, psi: acts_mod.Activation, s1: float = 1.0, order: int = 3):
+        super().__init__(psi, "moments", s1)
+        # the lowest non-zero order only: with s1 chosen small (sizes.auto_s1) the next one is already below
+        # the tolerance (ELU's cubic term at s1 ~ 1e-4), and each component costs subset-sum resolution
+        self.orders = psi.matched_moments(order)[:1]
+        self.dim = 1 + len(self.orders)
+        self.left = psi.name in acts_mod.LEFT_BRANCH
+
+    def candidates(self, a: torch.Tensor, unit: torch.Tensor, a_max: float = 1.0):
+        c = self.psi.taylor
+        z = a * (self.s1 / a_max)  # a times the layer's input bound: |z| <= s1
+        coef = torch.stack([c[0] * a] + [c[k - 1] * a * z ** (k - 1) for k in self.orders], -1)
+        keep = a > 0 if self.left else a != 0
+        return 1, torch.zeros_like(unit), coef, keep, torch.ones(1, dtype=torch.float64)
+
+    def product_error(self, p, q, l1v, w, U, up_dn, a_scale: float, mom=None):
+        # |e(x)| <= |p - w| |x| + sum_k |c_k M_k| |x|^k + sum |v| |r(a x)|; the solver's component j is
+        # c_k M_k U_l^(k-1), so its term is |component| * U * (U / U_l)^(k-1)
+        E = (p - w).abs() * U
+        U_l = self.s1 / a_scale
+        for j, k in enumerate(self.orders):
+            E = E + mom[:, :, j].abs() * U * (U / U_l) ** (k - 1)
+        R = torch.tensor([self.psi.remainder(a_scale * float(x), self.orders) for x in U.flatten()],
+                         dtype=torch.float64).view(U.shape)
+        return E + l1v * R, p.abs(), (p - w).abs()
+
+    def remainder(self, s1: float) -> float:
+        return self.psi.remainder(s1, self.orders)
+
+
 def default_first_layer(psi: acts_mod.Activation) -> str:
-    return "sign_trick" if psi.kind == "relu_like" else "linearize"
+    """The sign trick for ReLU-type activations; moment matching where the linearisation's remainder is
+    quadratic (GELU, SiLU, ELU, softplus: linearising needs scales ~1e-5); else (tanh, sigmoid: cubic)
+    the scalar linearisation, which is exact enough in 2L and far cheaper on large targets."""
+    if psi.kind == "relu_like":
+        return "sign_trick"
+    return "moments" if psi.matched_moments(2) else "linearize"
 
 
 def first_layer_for(psi: acts_mod.Activation, name: str, s1: float = 1.0) -> LinearRegime:
@@ -150,4 +208,9 @@ def first_layer_for(psi: acts_mod.Activation, name: str, s1: float = 1.0) -> Lin
             raise ConstructionError(f"linearize needs a smooth activation with phi'(0) != 0, the target uses "
                                     f"{psi.name}")
         return LinearRegime(psi, name, s1)
+    if name == "moments":
+        if psi.kind != "smooth":
+            raise ConstructionError(f"moment matching needs a smooth activation with phi'(0) != 0, the target uses "
+                                    f"{psi.name}; use first_layer='sign_trick'")
+        return MomentMatching(psi, s1)
     return LinearRegime(acts_mod.get("identity"), "identity")

@@ -90,7 +90,7 @@ def check_convolutions(t: LayerGraph, psi: acts_mod.Activation, first_layer: str
             if 2 * ph > kh - 1 or 2 * pw > kw - 1:
                 raise ConstructionError(f"layer {name!r}: padding {g['padding']} > (kernel - 1) / 2 leaves no kernel "
                                         f"tap inside the image at every output, so biases cannot be carried exactly")
-            if max(ph, pw) > 0 and first_layer == "linearize" and psi.phi0 != 0:
+            if max(ph, pw) > 0 and first_layer in ("linearize", "moments") and psi.phi0 != 0:
                 raise ConstructionError(f"layer {name!r}: a zero-padded conv after linearised {psi.name} copies "
                                         f"(phi(0) = {psi.phi0:.3g} != 0) would be wrong at image borders; use "
                                         f"first_layer='identity' or an activation with phi(0) = 0")

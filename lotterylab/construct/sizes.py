@@ -15,7 +15,15 @@ def a_scale(e, l: int) -> float:
 
 def b_scale(e, l: int) -> float:
     """Bias scale of the constant neurons that carry target layer l's biases (read by its product layer)."""
-    return reach_scale(e.psi.name, float(e.t.biases[l].abs().max()), w_scale(e, l, True))
+    max_bias = float(e.t.biases[l].abs().max())
+    if e.first.dim > 1 and e.psi.phi0 != 0:
+        return MULTI_SCALE_BIAS
+    if e.first.dim > 1:
+        # moment matching: the assembling weights are ~1/s1 large, so constants of order 1 would make
+        # every bias a subset sum of huge candidates; constants in the same small regime as the copies
+        # (phi(beta) ~ phi'(0) beta) give products of the biases' own size, the rule the weights follow
+        return max(1.5 * max_bias, 1e-6) / (e.psi.dphi0 * w_scale(e, l, True))
+    return reach_scale(e.psi.name, max_bias, w_scale(e, l, True))
 
 
 def b_scale_after(e, l: int) -> float:
@@ -49,18 +57,36 @@ def reach_scale(act: str, max_bias: float, w_scale: float) -> float:
     return max(2.0, 1.5 * max_bias / w_scale)
 
 
-def auto_s1(psi: acts_mod.Activation, ep: float, t) -> float:
-    """Scale of the linearised first layer: its remainder costs at most ~ep/2 per assembled row.
+def auto_s1(first, ep: float, t) -> float:
+    """Scale of the linearised first layer (``first``: its scheme): its remainder costs at most ~ep/2
+    per assembled row.
 
     A row sums about ``n_in`` subsets of ~2.3 candidates of size ``m / (s1 phi'(0))`` each
     evaluated with remainder ``R(s1)``; halve s1 until that estimate fits.
     """
+    psi = first.psi
     n_in = t.widths[0] * t.w3(0).shape[2]  # instances per row: units x kernel taps
     m = max(float(t.weights[0].abs().max()), float(t.biases[0].abs().max()), 1e-6)
     s1 = 0.5
-    while s1 > 1e-6 and n_in * 2.3 * m / (s1 * psi.dphi0) * psi.remainder(s1) > ep / 2:
+    while s1 > 1e-6 and n_in * 2.3 * m / (s1 * psi.dphi0) * first.remainder(s1) > ep / 2:
         s1 /= 2
+    if first.dim > 1:
+        # moment matching: a matched order k's component spreads over ~ s1^(k-1) |c_k / c_1| of the weight
+        # component's; keeping that within ~30 tolerances leaves it a few bits to cancel (a subset sum
+        # with n <= 32 candidates has ~32 bits for both), and the remainder only shrinks with s1
+        c = psi.taylor
+        # (one-sided copies, ELU's, have moments of one sign per weight sign: a thin cloud, so less spread)
+        spread = MOMENT_SPREAD / (5.0 if first.left else 1.0)
+        for k in first.orders:
+            s1 = min(s1, (spread * ep / (m * abs(c[k - 1] / c[0]))) ** (1.0 / (k - 1)))
     return s1
+
+
+MOMENT_SPREAD = 30.0
+# moment matching with phi(0) != 0 (sigmoid, softplus): constants' biases span U[-16, 16], so phi(beta)
+# spans ~e^-16 .. 1 (and more): coarse and fine constants together resolve bias targets on weights
+# of scale ~1/s1 (with U[-2, 2] a scalar subset sum would need ~1e-11 of its range)
+MULTI_SCALE_BIAS = 16.0
 
 
 def default_rho(eps_rel: float, delta: float, product: bool) -> int:

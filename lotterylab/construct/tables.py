@@ -19,7 +19,8 @@ from .source import SourceLayer
 
 def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: int = subsetsum.MAX_N):
     """``(col, coef, valid, mult)``: per input unit and side, candidate rows of ``P`` ``[units, S, n]``,
-    their coefficient (the univariate weight's worth, or 1 for copies), validity, and each side's
+    their coefficient (the univariate weight's worth, or 1 for copies; moment matching: a vector
+    ``[units, S, n, D]``), validity, and each side's
     target multiplier. Each (unit, side) keeps its most recent ``limit`` candidates (the solver's n)."""
     table = P.unit_rows if product else P.copy_rows
     n_in = len(table)
@@ -28,7 +29,7 @@ def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: 
     unit = torch.arange(n_in).repeat_interleave(lengths)
     if product:
         a = P.W[rows.to(P.W.device), unit.to(P.W.device), 0].double().cpu()  # univariate layers: one tap
-        S, side, coef_all, keep, mult = first.candidates(a, unit)
+        S, side, coef_all, keep, mult = first.candidates(a, unit, P.w_scale)
     else:
         S, side, coef_all = 1, torch.zeros_like(unit), torch.ones(len(rows), dtype=torch.float64)
         keep = torch.ones_like(unit, dtype=torch.bool)
@@ -47,7 +48,7 @@ def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: 
     slot = (pos - drop)[k]
     n_max = max(1, int(count.clamp(max=limit).max()) if len(count) else 1)
     col = torch.zeros(n_in, S, n_max, dtype=torch.long)
-    coef = torch.zeros(n_in, S, n_max, dtype=torch.float64)
+    coef = torch.zeros(n_in, S, n_max, *coef_all.shape[1:], dtype=torch.float64)  # moments: [..., D]
     valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
     col[unit[k], side[k], slot] = rows[k]
     coef[unit[k], side[k], slot] = coef_all[k]

@@ -10,28 +10,38 @@ from lotterylab.target import read_mlp
 
 from targets import SHAPE, small_cnn, small_resnet, trained_mlp
 
-# pure prunings of a source with the target's activation (sign trick or linearised first layer)
-FAITHFUL = [("relu", "L+1"), ("relu", "2L"), ("leaky_relu", "L+1"), ("leaky_relu", "2L"), ("tanh", "2L"),
-            ("sigmoid", "2L")]
-# the papers' idealised first layer (identity), for every activation
-IDEALISED = [(a, m) for a in ("gelu", "silu", "elu", "softplus", "sigmoid") for m in ("L+1", "2L")] + [("tanh", "L+1")]
+# pure prunings of a source with the target's activation, every activation in both modes: the sign trick,
+# moment matching (the default where the linearisation's remainder is quadratic; asked for with tanh,
+# whose matched moment is the cubic one) or the scalar linearisation (tanh, sigmoid)
+FAITHFUL = ([(a, m, None, "sign_trick") for a in ("relu", "leaky_relu") for m in ("L+1", "2L")] +
+            [(a, m, None, "linearize") for a in ("tanh", "sigmoid") for m in ("L+1", "2L")] +
+            [("tanh", "L+1", "moments", "moments")] +
+            [(a, m, None, "moments") for a in ("gelu", "silu", "elu") for m in ("L+1", "2L")] +
+            [("softplus", "2L", None, "moments")])
+# the papers' idealised first layer (identity), labelled as such
+IDEALISED = [("gelu", "L+1", "identity", "identity"), ("softplus", "L+1", "identity", "identity")]
 
 
-@pytest.mark.parametrize("act,mode,first_layer", [(a, m, None) for a, m in FAITHFUL] +
-                         [(a, m, "identity") for a, m in IDEALISED])
-def test_guarantee_mode_holds(act, mode, first_layer):
+@pytest.mark.parametrize("act,mode,first_layer,scheme", FAITHFUL + IDEALISED)
+def test_guarantee_mode_holds(act, mode, first_layer, scheme):
     target = trained_mlp(act)
     eps = 0.01
     ticket = ll.construct(target, mode=mode, eps=eps, seed=1, first_layer=first_layer)
     rep = ticket.report
+    assert rep["first_layer"] == scheme
     L = read_mlp(target).depth
     assert rep["depth"]["source"] == (L + 1 if mode == "L+1" else 2 * L)
     assert len(ticket.source().linears) == rep["depth"]["source"]
     assert rep["certificate"] <= eps
     assert rep["pure_pruning"] == (first_layer != "identity")  # the idealised first layer is labelled
+    # the source's architecture record names the activations it really has: the target's, or identity
+    assert ticket.arch["kwargs"]["acts"][0] == ("identity" if scheme == "identity" else act)
     check = ll.verify(target, ticket, samples=100_000, attack_steps=100)
     assert check["sup_error"] <= rep["certificate"]  # the certificate is an upper bound...
     assert check["sup_error"] <= eps                  # ...and the ticket meets the request
+    src, net = ticket.source().state_dict(), ticket.network().state_dict()
+    for name, p in net.items():  # network() is source() * masks, entry by entry
+        assert torch.equal(p, src[name] * ticket.masks[name])
 
 
 @pytest.mark.parametrize("act,mode", [("relu", "L+1"), ("relu", "2L"), ("tanh", "L+1"), ("tanh", "2L"),

@@ -7,7 +7,7 @@ import torch
 import lotterylab as ll
 from lotterylab import activations
 from lotterylab.construct import ConstructionError
-from lotterylab.construct.first_layer import LinearRegime, SignTrick, first_layer_for
+from lotterylab.construct.first_layer import LinearRegime, MomentMatching, SignTrick, first_layer_for
 
 from targets import trained_mlp
 
@@ -61,3 +61,50 @@ def test_identity_first_layer_is_labelled():
     t = ll.construct(target, mode="L+1", eps=0.01, first_layer="identity", seed=0)
     assert t.report["first_layer"] == "identity"
     assert t.arch["kwargs"]["acts"][0] == "identity"  # not a pure pruning of a tanh network: said so
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "gelu", "silu", "elu", "softplus"])
+def test_taylor_coefficients_match_autograd(act):
+    """The table's c_k = phi^(k)(0) / k! against derivatives of the module itself (ELU: its left branch)."""
+    psi = activations.get(act)
+    z = torch.tensor(-1e-9 if act == "elu" else 0.0, dtype=torch.float64, requires_grad=True)
+    y, fact = psi(z), 1.0
+    for k in range(1, 5):
+        (y,) = torch.autograd.grad(y, z, create_graph=True)
+        fact *= k
+        assert abs(float(y.detach()) / fact - psi.taylor[k - 1]) < 1e-6, k
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "gelu", "silu", "elu", "softplus"])
+def test_moment_matching_error_bounds_the_copies_it_keeps(act):
+    """Random subsets of copies phi(a x) weighted by v: the scheme's certificate term (weight error, the
+    matched moments' components, the remainder) bounds the subset's real error against w x on the
+    whole input range, and the remainder is of higher order than the linearisation's."""
+    psi = activations.get(act)
+    s1, U = 0.3, 2.0
+    m = first_layer_for(psi, "moments", s1)
+    assert isinstance(m, MomentMatching) and m.dim == 2 and m.orders == psi.matched_moments()[:1]
+    a_max = m.a_scale(U)  # |a x| <= s1 on |x| <= U
+    g = torch.Generator().manual_seed(1)
+    a = (torch.rand(64, generator=g, dtype=torch.float64) * 2 - 1) * a_max
+    v = torch.randn(64, generator=g, dtype=torch.float64)
+    sides, side, coef, keep, mult = m.candidates(a, torch.zeros(64, dtype=torch.long), a_max)
+    assert coef.shape == (64, 2) and (keep == (a > 0)).all() if act == "elu" else keep.all()
+    x = torch.linspace(-U, U, 2001, dtype=torch.float64).view(-1, 1)
+    for trial in range(20):
+        pick = (torch.rand(64, generator=g) < 0.2) & keep
+        sums = (v.view(-1, 1) * coef * pick.view(-1, 1)).sum(0)  # the solver's sums: [weight part, moment]
+        w = float(sums[0]) + 0.01 * (trial - 10)  # some weight error too
+        net = ((v * pick) * (psi(a * x) - psi.phi0)).sum(1)  # the copies' contribution, phi(0) in the bias
+        real = float((net - w * x.view(-1)).abs().max())
+        mom = torch.zeros(1, 1, 2, 1, dtype=torch.float64)  # the ledger's layout: [rows, units, 2, taps]
+        mom[0, 0, 0, 0] = sums[1]
+
+        def cell(val):
+            return torch.tensor(float(val), dtype=torch.float64).view(1, 1, 1)
+
+        E, _, _ = m.product_error(cell(sums[0]), None, cell((v.abs() * pick).sum()), cell(w), cell(U), None,
+                                  a_max, mom)
+        assert real <= float(E) * (1 + 1e-9) + 1e-15
+    # what moment matching leaves is far smaller than the linearisation's remainder at the same scale
+    assert m.remainder(0.05) < 0.5 * 0.05 * psi.remainder(0.05)

@@ -43,8 +43,8 @@ def test_clear_errors():
     with pytest.raises(ConstructionError, match="sign trick"):
         ll.construct(trained_mlp("tanh", widths=(3, 4, 2), steps=1), first_layer="sign_trick")
     # a linearised first layer whose remainder is too large for eps says what to do instead
-    with pytest.raises(ConstructionError, match="first_layer='identity'"):
-        ll.construct(trained_mlp("gelu"), mode="L+1", eps=0.01, seed=1)
+    with pytest.raises(ConstructionError, match="first_layer='moments'"):
+        ll.construct(trained_mlp("gelu"), mode="L+1", eps=0.01, seed=1, first_layer="linearize")
 
 
 def test_clear_errors_for_unsupported_convolutions():
