@@ -45,7 +45,7 @@ def test_guarantee_mode_holds(act, mode, first_layer, scheme):
 
 
 @pytest.mark.parametrize("act,mode", [("relu", "L+1"), ("relu", "2L"), ("tanh", "L+1"), ("tanh", "2L"),
-                                      ("leaky_relu", "L+1"), ("leaky_relu", "2L")])
+                                      ("leaky_relu", "L+1"), ("leaky_relu", "2L"), ("gelu", "2L")])
 def test_guarantee_mode_holds_on_a_small_cnn(act, mode, tmp_path):
     target = small_cnn(act)
     eps = 0.05
