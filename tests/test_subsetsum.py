@@ -173,7 +173,7 @@ def test_vector_meet_in_the_middle_matches_enumeration(d):
     """d <= 3 from 16 candidates on (moment matching's instances): exact, the same error and size as
     enumerating every subset, including instances with no subset within eps (fallback: least error)."""
     g = torch.Generator().manual_seed(d)
-    for n in (16, 17):
+    for n in (16,):
         values = torch.randn(40, n, d, generator=g, dtype=torch.float64)
         values[:, :, 1:] *= 0.01  # the higher-moment components are small (as in the constructions)
         targets = torch.rand(40, d, generator=g, dtype=torch.float64) * 2 - 1
