@@ -7,6 +7,14 @@ import torch
 from .. import activations as acts_mod
 from .. import subsetsum
 
+# moment matching (first_layer="moments"): how far the matched moment may spread, in tolerances, when
+# auto_s1 picks the first layer's scale
+MOMENT_SPREAD = 30.0
+# moment matching with phi(0) != 0 (sigmoid, softplus): constants' biases span U[-16, 16], so phi(beta)
+# spans ~e^-16 .. 1 (and more): coarse and fine constants together resolve bias targets on weights
+# of scale ~1/s1 (with U[-2, 2] a scalar subset sum would need ~1e-11 of its range)
+MULTI_SCALE_BIAS = 16.0
+
 
 def a_scale(e, l: int) -> float:
     """Scale of the univariate weights that read target layer l's input (the first-layer scheme's)."""
@@ -80,13 +88,6 @@ def auto_s1(first, ep: float, t) -> float:
         for k in first.orders:
             s1 = min(s1, (spread * ep / (m * abs(c[k - 1] / c[0]))) ** (1.0 / (k - 1)))
     return s1
-
-
-MOMENT_SPREAD = 30.0
-# moment matching with phi(0) != 0 (sigmoid, softplus): constants' biases span U[-16, 16], so phi(beta)
-# spans ~e^-16 .. 1 (and more): coarse and fine constants together resolve bias targets on weights
-# of scale ~1/s1 (with U[-2, 2] a scalar subset sum would need ~1e-11 of its range)
-MULTI_SCALE_BIAS = 16.0
 
 
 def default_rho(eps_rel: float, delta: float, product: bool) -> int:
