@@ -110,6 +110,30 @@ def _half_sums(x, lo, h, d):
 
 
 @njit(cache=True)
+def _lower_bound(SB, key, value):
+    """First row of SB (sorted by component ``key``) whose key component is >= value."""
+    lo, hi = 0, SB.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if SB[mid, key] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _linf(t, SA, i, SB, b, d):
+    """l-infinity error of the pair (half-subset i, half-subset b) against target t."""
+    e = 0.0
+    for q in range(d):
+        v = abs(t[q] - SA[i, q] - SB[b, q])
+        if v > e:
+            e = v
+    return e
+
+
+@njit(cache=True)
 def _scan(SA, CA, SB, CB, key, t, tol, d, want_card, budget):
     """Best (size or error, then error) pair of half-subsets within ``tol`` (l-infinity); SB sorted by
     component ``key``. Returns (found, ia, ib, error, complete): ``complete`` is False when more than
@@ -123,22 +147,10 @@ def _scan(SA, CA, SB, CB, key, t, tol, d, want_card, budget):
     work = 0
     for i in range(SA.shape[0]):
         r = t[key] - SA[i, key]
-        # first b with SB[b, key] >= r - tol
-        lo, hi = 0, nb
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if SB[mid, key] < r - tol:
-                lo = mid + 1
-            else:
-                hi = mid
-        b = lo
+        b = _lower_bound(SB, key, r - tol)
         while b < nb and SB[b, key] <= r + tol:
             work += 1
-            e = 0.0
-            for q in range(d):
-                v = abs(t[q] - SA[i, q] - SB[b, q])
-                if v > e:
-                    e = v
+            e = _linf(t, SA, i, SB, b, d)
             if e <= tol:
                 c = CA[i] + CB[b]
                 better = (c < best_c or (c == best_c and e < best_e)) if want_card else e < best_e
@@ -163,21 +175,10 @@ def _nearest_in_key(SA, SB, key, t, d):
     bi = 0
     bj = 0
     for i in range(SA.shape[0]):
-        r = t[key] - SA[i, key]
-        lo, hi = 0, nb
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if SB[mid, key] < r:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = _lower_bound(SB, key, t[key] - SA[i, key])
         for b in (lo - 1, lo):
             if 0 <= b < nb:
-                e = 0.0
-                for q in range(d):
-                    v = abs(t[q] - SA[i, q] - SB[b, q])
-                    if v > e:
-                        e = v
+                e = _linf(t, SA, i, SB, b, d)
                 if e < best_e:
                     best_e = e
                     bi = i

@@ -133,8 +133,7 @@ def _remainder(name: str, t: float, matched: tuple[int, ...]) -> float:
     poly = psi.phi0 + c[0] * z + sum(c[k - 1] * z ** k for k in matched)
     r = psi(z) - poly
     (dr,) = torch.autograd.grad(r.sum(), z)
-    step = (0.0 if left else t) + t
-    step /= 8192
+    step = (t if left else 2 * t) / 8192
     # between grid points |r| grows by at most half a step times its largest slope (the slope is
     # smooth: its grid maximum with 50 % margin bounds it)
     return float(r.detach().abs().max()) + 0.5 * step * 1.5 * float(dr.abs().max())
