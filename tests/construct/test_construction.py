@@ -200,3 +200,10 @@ def test_a_calibration_sample_adds_a_data_check(monkeypatch):
             target, t, Split(cal, torch.zeros(256, dtype=torch.long)))["agreement"]
     assert bad.report["far_from_target"] and bad.report["calibration_check"]["agreement"] < cons.MIN_AGREEMENT
     assert not good.report["far_from_target"] and good.report["calibration_check"]["agreement"] >= cons.MIN_AGREEMENT
+
+
+def test_softplus_in_l_plus_1_is_refused_with_the_way_out():
+    """The one faithful cell that does not certify at eps = 0.01 (phi(0) offsets on ~1/s1 weights) says
+    so and names the idealised layer as the way out, rather than returning an uncertified ticket."""
+    with pytest.raises(ConstructionError, match="first_layer='identity'"):
+        ll.construct(trained_mlp("softplus"), mode="L+1", eps=0.01, seed=1)
