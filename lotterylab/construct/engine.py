@@ -64,14 +64,15 @@ class Engine:
     def fit(self, C: SourceLayer) -> None:
         self.ledgers[C.index].fit(C.W.shape[0])
 
-    def run(self, values, targets, eps, copies: bool = False):
+    def run(self, values, targets, eps, copies: bool = False, objective: str | None = None):
         """Solve padded instances (float64, CPU); padding candidates are 0 and never help.
 
         Vector instances (whole kernels) beyond exact enumeration are solved by the beam search, which
         has min_error and min_cardinality only: min_l1 becomes min_cardinality there (the report's
         ``kernel_objective`` says so)."""
         t0 = time.perf_counter()
-        objective = (self.cfg.copy_objective or self.cfg.objective) if copies else self.cfg.objective
+        if objective is None:
+            objective = (self.cfg.copy_objective or self.cfg.objective) if copies else self.cfg.objective
         if values.dim() == 3 and objective == "min_l1":
             objective = "min_cardinality"
         if self.executor is None:
@@ -167,22 +168,27 @@ class Engine:
         # ReLU constants with beta <= 0 output 0: useless (moment matching's are smooth and drawn small or
         # spread over many scales: every non-zero one counts)
         use = kappa != 0 if self.first.dim > 1 else kappa.abs() > 1e-3
-        crow, kappa = crow[use][-subsetsum.MAX_N:], kappa[use][-subsetsum.MAX_N:]
+        multi_scale = inf.product and self.first.dim > 1 and self.psi.phi0 != 0
+        keep = 2 * subsetsum.MAX_N if multi_scale else subsetsum.MAX_N
+        crow, kappa = crow[use][-keep:], kappa[use][-keep:]
         if len(crow) == 0:
             raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
         tc = C.centre  # constants reach the bias through one tap that is inside the image everywhere
         w = C.W[rows][:, crow, tc].double().cpu()
-        res = self.run(w * kappa, targets, self.cfg.eps_for(inf.tl))
+        if multi_scale and len(crow) > subsetsum.MAX_N:
+            sel, total, ok = two_stage(self.run, w * kappa, kappa, targets, self.cfg.eps_for(inf.tl))
+        else:
+            res = self.run(w * kappa, targets, self.cfg.eps_for(inf.tl))
+            sel, total, ok = res.mask, res.sum.double(), res.ok
         allc = torch.tensor(P.const_rows, dtype=torch.long)  # clear any earlier choice, then set this one
         C.mW[rows.view(-1, 1).expand(-1, len(allc)), allc.view(1, -1).expand(len(rows), -1), tc] = False
-        sel = res.mask
         C.mW[rows.view(-1, 1).expand_as(sel)[sel], crow.view(1, -1).expand_as(sel)[sel], tc] = True
         growth.keep_constant(self, P, crow[sel.any(0)])
         # the certificate measures the realised bias against the target's own (a correction is an error there)
-        inf.bias_err[rows] = (res.sum.double() - true_targets).abs()
-        inf.bias_real[rows] = res.sum.double()
-        inf.bias_ok[rows] = res.ok
-        return res.ok
+        inf.bias_err[rows] = (total - true_targets).abs()
+        inf.bias_real[rows] = total
+        inf.bias_ok[rows] = ok
+        return ok
 
     def settle_pairs(self, C: SourceLayer, P: SourceLayer, r: torch.Tensor, u: torch.Tensor) -> None:
         """Solve pairs (r[k], u[k]) of C; failed pairs get one more candidate each round and are solved again."""
@@ -228,3 +234,20 @@ class Engine:
             self.fit(C)
             okb = self.solve_biases(C, P, bad)
         self.stats["unresolved"] += int((~okb).sum())
+
+
+def two_stage(run, values: torch.Tensor, scale: torch.Tensor, targets: torch.Tensor, eps: float):
+    """Subset sums beyond one instance's reach, as ``(mask, sums, ok)``. Moment matching with
+    phi(0) != 0 moves phi(0) * sum v of weights ~1/s1 into the biases: targets ~1e5 to be met to ~1e-6,
+    ~37 bits, where an exact subset sum of 32 candidates has ~32. The candidates (columns of
+    ``values``) split by ``|scale|`` (the constants' phi(beta)) into a coarse half, solved for the least
+    error, and a fine half, solved to ``eps`` for what the coarse half left. The halves are disjoint,
+    so the kept set is their union and its sum the two sums'. ``run(values, targets, eps, objective=)``
+    solves a batch (``objective=None``: the construction's)."""
+    order = torch.argsort(scale.abs(), descending=True, stable=True)
+    coarse, fine = order[:len(order) // 2], order[len(order) // 2:]
+    r1 = run(values[:, coarse], targets, eps, objective="min_error")
+    r2 = run(values[:, fine], targets - r1.sum.double(), eps, objective=None)
+    sel = torch.zeros(values.shape, dtype=torch.bool)
+    sel[:, coarse], sel[:, fine] = r1.mask, r2.mask
+    return sel, r1.sum.double() + r2.sum.double(), r2.ok

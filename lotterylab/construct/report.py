@@ -63,6 +63,10 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
         # the identity first layer is the papers' idealised experiment: its source is not a network of
         # the target's activation throughout, so the ticket is not a pure pruning of a phi-network
         "pure_pruning": e.first.name != "identity",
+        # the linearised / moment-matched first layer's input scale, and the Taylor orders matched to 0
+        # beside the weight (moment matching: the lowest non-zero order >= 2)
+        "first_layer_s1": e.first.s1 if e.first.scaled else None,
+        "matched_orders": list(getattr(e.first, "orders", ())),
         "copy_objective": cfg.copy_objective or cfg.objective,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert.bound, "certificate_per_layer": cert.per_layer,

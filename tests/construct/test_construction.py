@@ -16,8 +16,7 @@ from targets import SHAPE, small_cnn, small_resnet, trained_mlp
 FAITHFUL = ([(a, m, None, "sign_trick") for a in ("relu", "leaky_relu") for m in ("L+1", "2L")] +
             [(a, m, None, "linearize") for a in ("tanh", "sigmoid") for m in ("L+1", "2L")] +
             [("tanh", "2L", "moments", "moments")] +
-            [(a, m, None, "moments") for a in ("gelu", "silu", "elu") for m in ("L+1", "2L")] +
-            [("softplus", "2L", None, "moments")])
+            [(a, m, None, "moments") for a in ("gelu", "silu", "elu", "softplus") for m in ("L+1", "2L")])
 # the papers' idealised first layer (identity), labelled as such
 IDEALISED = [("gelu", "L+1", "identity", "identity")]
 
@@ -34,6 +33,9 @@ def test_guarantee_mode_holds(act, mode, first_layer, scheme):
     assert len(ticket.source().linears) == rep["depth"]["source"]
     assert rep["certificate"] <= eps
     assert rep["pure_pruning"] == (first_layer != "identity")  # the idealised first layer is labelled
+    # the first layer's input scale and matched Taylor orders are on record (moment matching: k >= 2)
+    assert (rep["first_layer_s1"] is not None) == (scheme in ("linearize", "moments"))
+    assert (rep["matched_orders"] != []) == (scheme == "moments") and all(k >= 2 for k in rep["matched_orders"])
     # the source's architecture record names the activations it really has: the target's, or identity
     assert ticket.arch["kwargs"]["acts"][0] == ("identity" if scheme == "identity" else act)
     check = ll.verify(target, ticket, samples=100_000, attack_steps=100)
@@ -200,10 +202,3 @@ def test_a_calibration_sample_adds_a_data_check(monkeypatch):
             target, t, Split(cal, torch.zeros(256, dtype=torch.long)))["agreement"]
     assert bad.report["far_from_target"] and bad.report["calibration_check"]["agreement"] < cons.MIN_AGREEMENT
     assert not good.report["far_from_target"] and good.report["calibration_check"]["agreement"] >= cons.MIN_AGREEMENT
-
-
-def test_softplus_in_l_plus_1_is_refused_with_the_way_out():
-    """The one faithful cell that does not certify at eps = 0.01 (phi(0) offsets on ~1/s1 weights) says
-    so and names the idealised layer as the way out, rather than returning an uncertified ticket."""
-    with pytest.raises(ConstructionError, match="first_layer='identity'"):
-        ll.construct(trained_mlp("softplus"), mode="L+1", eps=0.01, seed=1)
