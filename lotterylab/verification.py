@@ -138,6 +138,24 @@ def verify(target: nn.Module, ticket: Ticket | nn.Module, domain=(-1.0, 1.0), sa
     return out
 
 
+@torch.no_grad()
+def float32_error(target: nn.Module, ticket: Ticket, domain=(-1.0, 1.0), samples: int = 512, seed: int = 0) -> float:
+    """Largest |target(x) - ticket(x)| on ``samples`` seeded random points of ``domain`` when the
+    ticket runs in float32 (its compact network, as a float32 deployment computes it), the target in
+    float64. Everything else here measures the ticket in float64; a first layer of small input scale
+    (linearised or moment-matched) can carry offsets that only float64 cancels."""
+    net = ticket.compact(dtype=torch.float32)
+    f = _as_float64(target, "cpu")
+    shape = tuple(ticket.arch["input_shape"]) if ticket.arch.get("name") == "source_net" else None
+    n0 = shape[0] * shape[1] * shape[2] if shape else next(p for p in target.parameters() if p.dim() == 2).shape[1]
+    lo, hi = _domain(domain, n0, shape)
+    gen = torch.Generator().manual_seed(seed)
+    x = lo + (hi - lo) * torch.rand(samples, n0, generator=gen, dtype=torch.float64)
+    if shape is not None:
+        x = x.view(-1, *shape)
+    return float((f(x) - net(x.float()).double()).abs().max())
+
+
 class _SparseLinear(nn.Module):
     """A pruned Linear layer as a CSR matrix: a ticket keeps a few % of a very wide source, and a
     dense float64 product over it would cost 20-50x the work (and memory) of the kept entries."""

@@ -1,11 +1,13 @@
 """Guarantee mode end to end: the certificate holds on trained MLPs and CNNs for every activation and
 first layer, and is never below the error found by sampling and attack; the papers' mode reports it."""
 
+import warnings
+
 import pytest
 import torch
 
 import lotterylab as ll
-from lotterylab.construct import ConstructionError
+from lotterylab.construct import ConstructionError, TicketWarning
 from lotterylab.target import read_mlp
 
 from targets import SHAPE, small_cnn, small_resnet, trained_mlp
@@ -25,8 +27,22 @@ IDEALISED = [("gelu", "L+1", "identity", "identity")]
 def test_guarantee_mode_holds(act, mode, first_layer, scheme):
     target = trained_mlp(act)
     eps = 0.01
-    ticket = ll.construct(target, mode=mode, eps=eps, seed=1, first_layer=first_layer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ticket = ll.construct(target, mode=mode, eps=eps, seed=1, first_layer=first_layer)
     rep = ticket.report
+    # float32: a scaled first layer's forward is measured; where it breaks the certificate the report
+    # says so and the construction warns (softplus L+1: offsets ~1e5 cancel only in float64)
+    f32 = rep["float32_check"]
+    assert (f32 is None) == (scheme in ("sign_trick", "identity"))
+    warned = any(issubclass(w.category, TicketWarning) and "float32" in str(w.message) for w in caught)
+    assert warned == bool(f32 and f32["needs_float64"])
+    if (act, mode) == ("softplus", "L+1"):
+        x = torch.rand(4096, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+        with torch.no_grad():
+            err32 = (target.double()(x) - ticket.network()(x.float()).double()).abs().max()
+        target.float()
+        assert f32["needs_float64"] and err32 > rep["certificate"]  # (the masked source in float32 too)
     assert rep["first_layer"] == scheme
     L = read_mlp(target).depth
     assert rep["depth"]["source"] == (L + 1 if mode == "L+1" else 2 * L)
