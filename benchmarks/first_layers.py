@@ -5,7 +5,8 @@ seed 1, the box [-1, 1]^4. For each (activation, mode) the default faithful sche
 moment matching, or the scalar linearisation for tanh / sigmoid in 2L), plus ``first_layer="moments"``
 for tanh / sigmoid in L+1 and the idealised ``first_layer="identity"`` beside every smooth case.
 Recorded: the scheme, whether the ticket is a pure pruning, the certificate, the sup error found by
-``lotterylab.verify`` (100,000 points + 100 attack steps), kept / source parameters, construction
+``lotterylab.verify`` (100,000 points + 100 attack steps), the float32 forward's error on 512 points
+(``report["float32_check"]``, scaled first layers only), kept / source parameters, construction
 seconds (one run), or the error a construction stopped with.
 
     python benchmarks/first_layers.py [--threads 2] [--acts gelu silu ...]
@@ -54,9 +55,18 @@ def run(act, mode, first_layer):
     rec["seconds"] = time.perf_counter() - t0
     v = ll.verify(target, t, samples=100_000, attack_steps=100)
     p = t.report["parameters"]
+    f32 = t.report["float32_check"]
     rec.update(scheme=t.report["first_layer"], pure_pruning=t.report["pure_pruning"],
-               certificate=t.report["certificate"], sup_error=v["sup_error"], kept=p["ticket"], source=p["source"])
+               certificate=t.report["certificate"], sup_error=v["sup_error"], kept=p["ticket"], source=p["source"],
+               float32_check=f32)
     return rec
+
+
+def f32_cell(c) -> str:
+    """The float32 forward's error (report["float32_check"], 512 points), flagged where it needs float64."""
+    if c is None:
+        return "(not scaled)"
+    return f"{c['sup_error']:.1e}" + (" **needs float64**" if c["needs_float64"] else "")
 
 
 def main() -> int:
@@ -67,8 +77,8 @@ def main() -> int:
     a = ap.parse_args()
     threads.set_threads(a.threads)
     rows = []
-    print("| activation | mode | first layer | pure pruning | certificate | sup error | kept / source | s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| activation | mode | first layer | pure pruning | certificate | sup error | float32 error | kept / source | s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     seen = set()
     for act, mode, fl in cases(a.acts):
         if (act, mode, fl) in seen:
@@ -77,10 +87,11 @@ def main() -> int:
         r = run(act, mode, fl)
         rows.append(r)
         if "error" in r:
-            print(f"| {act} | {mode} | {fl or 'default'} | | stopped: {r['error'][:60]}... | | | {r['seconds']:.1f} |")
+            print(f"| {act} | {mode} | {fl or 'default'} | | stopped: {r['error'][:60]}... | | | | {r['seconds']:.1f} |")
         else:
             print(f"| {act} | {mode} | {r['scheme']} | {'yes' if r['pure_pruning'] else 'no'} | "
-                  f"{r['certificate']:.2e} | {r['sup_error']:.1e} | {r['kept']:,} / {r['source']:,} | "
+                  f"{r['certificate']:.2e} | {r['sup_error']:.1e} | {f32_cell(r['float32_check'])} | "
+                  f"{r['kept']:,} / {r['source']:,} | "
                   f"{r['seconds']:.1f} |", flush=True)
     write_json(a.out, {"eps": 0.01, "seed": 1, "threads": a.threads, "rows": rows})
     return 0

@@ -356,11 +356,23 @@ def min_l1(X, T, eps, out_mask, out_flag, nb):
         b0, b1, b2, b3 = np.empty(nbb), np.empty(nbb), np.empty(nbb), np.empty(nbb)
         bm0, bm1 = np.empty(nbb, np.int64), np.empty(nbb, np.int64)
         Q = np.empty(nbb, np.int64)  # monotone deque of indices into SB, increasing LB
+        xc, idx = np.empty(n), np.empty(n, np.int64)
         for inst in range(blk * B // nb, (blk + 1) * B // nb):
-            x = X[inst]
+            x0 = X[inst]
             t = T[inst]
-            SA, MA, LA = _sorted_sums(x, 0, a, a0, am0, a1, a2, am1, a3)
-            SB, MB, LB = _sorted_sums(x, a, n, b0, bm0, b1, b2, bm1, b3)
+            # zero candidates (table padding: copy tables are padded to the largest unit's count) add
+            # neither sum nor l1: drop them, so a unit's instance costs its own count, not the widest's
+            m = 0
+            for i in range(n):
+                if x0[i] != 0.0:
+                    xc[m] = x0[i]
+                    idx[m] = i
+                    m += 1
+            x = xc[:m]
+            ha = m // 2
+            na, nbb = 1 << ha, 1 << (m - ha)
+            SA, MA, LA = _sorted_sums(x, 0, ha, a0, am0, a1, a2, am1, a3)
+            SB, MB, LB = _sorted_sums(x, ha, m, b0, bm0, b1, b2, bm1, b3)
             head = 0
             tail = 0
             lo = 0
@@ -391,12 +403,16 @@ def min_l1(X, T, eps, out_mask, out_flag, nb):
                         best_err = e
                         best_mask = MA[ii] | MB[j]
             if best_l1 < INF:
-                out_mask[inst] = best_mask
+                msk = best_mask
                 out_flag[inst] = False
             else:
                 _, msk = _closest(SA, MA, 0, na, SB, MB, 0, nbb, t)
-                out_mask[inst] = msk
                 out_flag[inst] = True
+            full = np.int64(0)
+            for i in range(m):
+                if (msk >> i) & 1:
+                    full |= np.int64(1) << idx[i]
+            out_mask[inst] = full
 
 
 @njit(parallel=True, cache=True)

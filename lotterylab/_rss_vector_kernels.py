@@ -235,3 +235,62 @@ def vector_mitm(X, T, eps, objective, out_mask, out_flag, out_exact, nb):
                     ia, ib = ia2, ib2
             out_exact[inst] = complete
             out_mask[inst] = np.int64(ia) | (np.int64(order[ib]) << h1)
+
+
+@njit(parallel=True, cache=True)
+def vector_by_size(X, T, eps, max_size, out_mask, out_done, nb):
+    """min_cardinality by increasing subset size: every subset of size 0, 1, ..., ``max_size`` in
+    lexicographic order (prefix sums per level), stopping after the first size with a subset within
+    eps (ties by error). That answer is exact: every smaller subset was checked. ``out_done`` is False
+    where no subset up to ``max_size`` is within eps (the caller solves those in full). Small subsets
+    are the rule in the papers' mode (sizes 1-4 of 20 candidates: ~6k subsets, not 2**20)."""
+    B, n, d = X.shape
+    for blk in prange(nb):
+        idx = np.empty(n, dtype=np.int64)
+        P = np.empty((n + 1, d))
+        for inst in range(blk * B // nb, (blk + 1) * B // nb):
+            x = X[inst]
+            t = T[inst]
+            for q in range(d):
+                P[0, q] = 0.0
+            e0 = 0.0
+            for q in range(d):
+                e0 = max(e0, abs(t[q]))
+            out_done[inst] = e0 <= eps
+            out_mask[inst] = 0
+            if e0 <= eps:
+                continue
+            for s in range(1, min(max_size, n) + 1):
+                best_e = INF
+                best = np.int64(0)
+                for i in range(s):
+                    idx[i] = i
+                lvl = 0  # prefix sums are valid up to level lvl
+                while True:
+                    for i in range(lvl, s):
+                        for q in range(d):
+                            P[i + 1, q] = P[i, q] + x[idx[i], q]
+                    e = 0.0
+                    for q in range(d):
+                        v = abs(t[q] - P[s, q])
+                        if v > e:
+                            e = v
+                    if e <= eps and e < best_e:
+                        best_e = e
+                        best = np.int64(0)
+                        for i in range(s):
+                            best |= np.int64(1) << idx[i]
+                    # next combination: the rightmost index that can still move right
+                    i = s - 1
+                    while i >= 0 and idx[i] == n - s + i:
+                        i -= 1
+                    if i < 0:
+                        break
+                    idx[i] += 1
+                    for j in range(i + 1, s):
+                        idx[j] = idx[j - 1] + 1
+                    lvl = i
+                if best_e <= eps:
+                    out_mask[inst] = best
+                    out_done[inst] = True
+                    break

@@ -191,6 +191,29 @@ def test_vector_meet_in_the_middle_matches_enumeration(d):
                 assert torch.all(r.error[r.ok] <= eps)
 
 
+@pytest.mark.skipif(not ss.HAVE_NUMBA, reason="the size-staged search is compiled")
+def test_vector_min_cardinality_by_size_matches_enumeration():
+    """Vector min_cardinality tries subsets by increasing size first (the papers' mode needs 1-4 of
+    20): the same sizes, oks and fallbacks as enumerating every subset, on instances answered by the
+    staged search and on ones beyond its sizes (solved in full)."""
+    assert [ss.staged_max_size(n) for n in (4, 7, 12, 16, 20, 32)] == [0, 2, 4, 6, 4, 4]
+    g = torch.Generator().manual_seed(3)
+    staged = full = 0
+    for n, d, eps in ((12, 2, 0.01), (14, 2, 0.01), (12, 1, 1e-3)):
+        values = torch.randn(60, n, d, generator=g, dtype=torch.float64)
+        values[:, :, 1:] *= 0.01  # (small higher-moment components, as in moment matching)
+        targets = torch.rand(60, d, generator=g, dtype=torch.float64) * 2 - 1
+        targets[:, 1:] = 0
+        r = ss.solve(values, targets, eps, "min_cardinality")
+        ref = ss.solve(values, targets, eps, "min_cardinality", backend="brute_force")
+        assert r.exact and torch.equal(r.ok, ref.ok) and torch.equal(r.fallback, ref.fallback)
+        assert torch.equal(r.size[r.ok], ref.size[ref.ok]) and torch.all(r.error[r.ok] <= eps)
+        assert torch.allclose(r.error[r.ok], ref.error[ref.ok], atol=1e-12)  # (ties by error, too)
+        staged += int((r.size[r.ok] <= ss.staged_max_size(n)).sum())
+        full += int((r.size[r.ok] > ss.staged_max_size(n)).sum())
+    assert staged > 20 and full > 20  # both paths ran: small subsets found by size, larger ones in full
+
+
 def test_vector_heuristic_is_flagged_and_sound():
     values, targets = ss.sample_instances("nsn", 40, 24, seed=1, d=4)
     r = ss.solve(values, targets, 0.1, "min_error")

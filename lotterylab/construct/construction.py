@@ -228,7 +228,7 @@ def realised_check(target: nn.Module, ticket: Ticket, domain, guarantee: bool, s
         ways = ["a smaller eps_param"] + (["calibration= (bias correction)"] if calibration is None else []) + \
             (["mode='2L'"] if mode == "L+1" else []) + ["guarantee mode (eps=)"]
         warnings.warn(f"this {mode} ticket is far from its target: {why}. Ways out: {', '.join(ways)}",
-                      TicketWarning, stacklevel=3)
+                      TicketWarning, stacklevel=5)  # (the caller of construct)
     return rec
 
 
@@ -256,7 +256,7 @@ def _float32_check(target, ticket: Ticket, domain, guarantee: bool, seed: int, e
         warnings.warn(f"this ticket errs by {e32:.3g} in float32, above {limit}: its {ticket.report['first_layer']} "
                       f"first layer (input scale s1 = {s1:.2g}) carries offsets that only float64 cancels. Evaluate "
                       f"it in float64: ticket.compact() (the default dtype) or ticket.network().double(); "
-                      f"lotterylab.verify and compare do", TicketWarning, stacklevel=4)
+                      f"lotterylab.verify and compare do", TicketWarning, stacklevel=6)
 
 
 class TicketWarning(UserWarning):

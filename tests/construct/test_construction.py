@@ -35,8 +35,9 @@ def test_guarantee_mode_holds(act, mode, first_layer, scheme):
     # says so and the construction warns (softplus L+1: offsets ~1e5 cancel only in float64)
     f32 = rep["float32_check"]
     assert (f32 is None) == (scheme in ("sign_trick", "identity"))
-    warned = any(issubclass(w.category, TicketWarning) and "float32" in str(w.message) for w in caught)
-    assert warned == bool(f32 and f32["needs_float64"])
+    warned = [w for w in caught if issubclass(w.category, TicketWarning) and "float32" in str(w.message)]
+    assert bool(warned) == bool(f32 and f32["needs_float64"])
+    assert all(w.filename == __file__ for w in warned)  # it points at the caller's line
     if (act, mode) == ("softplus", "L+1"):
         x = torch.rand(4096, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
         with torch.no_grad():
