@@ -150,8 +150,8 @@ def _run(target, cfg, domain, input_shape, calibration, log, executor) -> Ticket
                 raise ConstructionError(f"the certificate stopped improving ({history[-2]['certificate']:.3g} -> "
                                         f"{cert.bound:.3g}) while tightening eps_param to {ep:.2e}; unresolved "
                                         f"subset sums: {e.stats['unresolved']}. Raise rho / rho_b, or eps" +
-                                        (" (moment matching with phi(0) != 0, e.g. softplus in L+1, may need "
-                                         "first_layer='identity', idealised)" if first_name == "moments" and
+                                        (" (moment matching with phi(0) != 0 may need first_layer='identity', "
+                                         "idealised)" if first_name == "moments" and
                                          psi.phi0 != 0 else ""))
             layer_eps = retune(layer_eps, t, cert, 0.5 * cfg.eps)
     if best is None:
