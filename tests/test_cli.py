@@ -70,8 +70,13 @@ def test_construct_from_a_state_dict(tmp_path, capsys):
                  "--compensate", "--out", str(tmp_path / "c3")]) == 2
     assert "--compensate needs --calibration" in capsys.readouterr().err
     assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--mode", "L+1", "--eps-param", "0.02",
-                 "--copy-objective", "min_l1", "--verify-samples", "0", "--out", str(tmp_path / "c4")]) == 0
-    assert json.loads((tmp_path / "c4" / "result.json").read_text())["report"]["copy_objective"] == "min_l1"
+                 "--copy-objective", "min_l1", "--copy-scale", "0.5", "--verify-samples", "0",
+                 "--out", str(tmp_path / "c4")]) == 0
+    rep = json.loads((tmp_path / "c4" / "result.json").read_text())["report"]
+    assert rep["copy_objective"] == "min_l1" and rep["copy_scale"] == 0.5
+    assert main(["construct", "--target", str(tmp_path / "t.safetensors"), "--mode", "2L", "--eps-param", "0.02",
+                 "--copy-scale", "0.5", "--out", str(tmp_path / "c6")]) == 2
+    assert "copy_scale sizes the copy layers" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"nope")
     assert main(["construct", "--target", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "c5")]) == 2
 

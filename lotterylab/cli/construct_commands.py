@@ -40,6 +40,9 @@ class ConstructConfig:
     copy_objective: str = field(default="", metadata={
         "help": "subset choice in the L+1 copy layers (default: as the other layers)",
         "choices": ["", "min_cardinality", "min_l1", "min_error"]})
+    copy_scale: float = field(default=1.0, metadata={
+        "help": "L+1: copy layers' weight half-width as a fraction of the layer's largest target parameter "
+                "(below 1: smaller l1 masses, less compounding in deep targets)", "check": "positive"})
     low: float = field(default=-1.0, metadata={"help": "domain box, file targets without data (with --high)"})
     high: float = field(default=1.0, metadata={"help": "upper end of the domain box"})
     source_seed: int = field(default=0, metadata={"help": "seed of the random source network", "check": "nonneg"})
@@ -102,6 +105,8 @@ def cmd_construct(ns) -> int:
         kwargs["compensate"] = cc.compensate
     if cc.copy_objective:
         kwargs["copy_objective"] = cc.copy_objective
+    if cc.copy_scale != 1.0:
+        kwargs["copy_scale"] = cc.copy_scale
     if cc.mode == "structured":
         kwargs["granularity"] = cc.granularity
         kwargs["rho_kernel"] = cc.rho_kernel or None

@@ -45,6 +45,7 @@ class ConstructionConfig:
     compensate: bool = False
     granularity: str = "kernel"
     rho_kernel: int | None = None
+    copy_scale: float = 1.0
 
     @property
     def guarantee(self) -> bool:
@@ -83,6 +84,13 @@ class ConstructionConfig:
         if self.rho_kernel is not None and self.mode != "structured":
             raise ConstructionError(f"rho_kernel sizes the expansion layers of mode='structured', not {self.mode!r}; "
                                     f"use rho_first")
+        if (not isinstance(self.copy_scale, (int, float)) or not math.isfinite(self.copy_scale)
+                or not 0.05 <= self.copy_scale <= 4.0):
+            raise ConstructionError(f"copy_scale must be a number in [0.05, 4] (the L+1 copy layers' weight half-width "
+                                    f"as a fraction of the layer's largest target parameter), got {self.copy_scale!r}")
+        if self.copy_scale != 1.0 and self.mode != "L+1":
+            raise ConstructionError(f"copy_scale sizes the copy layers of mode='L+1'; mode {self.mode!r} has none "
+                                    f"(leave it at 1)")
         if self.first_layer is not None and self.first_layer not in FIRST_LAYERS:
             raise ConstructionError(f"first_layer must be one of {FIRST_LAYERS}, got {self.first_layer!r}")
         return replace(self, objective=objective)
@@ -105,6 +113,7 @@ class RoundSettings:
     delta: float = 0.01            # structured: failure probability the calibrated counts aim at
     granularity: str = "kernel"
     beam_width: int = 256          # vector (whole-kernel) instances: the beam search's width
+    copy_scale: float = 1.0        # L+1 copy layers: weight half-width / the layer's largest target parameter
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param

@@ -31,7 +31,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
               objective: str | None = None, s1: float | None = None, max_growth_rounds: int = 40,
               max_rounds: int = 8, input_shape=None, calibration: torch.Tensor | None = None,
               copy_objective: str | None = None, compensate: bool = False, granularity: str = "kernel",
-              rho_kernel: int | None = None, log=None, executor=None) -> Ticket:
+              rho_kernel: int | None = None, copy_scale: float = 1.0, log=None, executor=None) -> Ticket:
     """Prune one random source network (drawn from ``seed``) into a ticket within ``eps`` of ``target``.
 
     ``eps`` bounds ``max |target(x) - ticket(x)|`` over the box ``domain``: the construction picks
@@ -64,7 +64,7 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     """
     cfg = ConstructionConfig(mode, eps, seed, eps_param, delta, rho, rho_first, rho_b, first_layer, objective,
                              copy_objective, s1, max_growth_rounds, max_rounds, compensate, granularity,
-                             rho_kernel).check(FAMILIES)
+                             rho_kernel, copy_scale).check(FAMILIES)
     return run(target, cfg, domain, input_shape=input_shape, calibration=calibration, log=log, executor=executor)
 
 
@@ -277,5 +277,6 @@ def _round_settings(cfg: ConstructionConfig, t, scale_biases, layer_eps: list[fl
     rb = cfg.rho_b or min(40, 2 * r)  # ReLU: about half the constants are usable (beta > 0)
     return RoundSettings(ep, min(r, subsetsum.MAX_N), r1, rb, cfg.objective, cfg.copy_objective,
                          cfg.max_growth_rounds, cfg.compensate, list(layer_eps) if guarantee else None,
-                         rho_kernel=cfg.rho_kernel or 0, delta=cfg.delta, granularity=cfg.granularity)
+                         rho_kernel=cfg.rho_kernel or 0, delta=cfg.delta, granularity=cfg.granularity,
+                         copy_scale=cfg.copy_scale)
 

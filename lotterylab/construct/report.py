@@ -67,7 +67,7 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
         # beside the weight (moment matching: the lowest non-zero order >= 2)
         "first_layer_s1": e.first.s1 if e.first.scaled else None,
         "matched_orders": list(getattr(e.first, "orders", ())),
-        "copy_objective": cfg.copy_objective or cfg.objective,
+        "copy_objective": cfg.copy_objective or cfg.objective, "copy_scale": cfg.copy_scale,
         "rho": cfg.rho, "rho_first": cfg.rho_first, "rho_b": cfg.rho_b,
         "certificate": cert.bound, "certificate_per_layer": cert.per_layer,
         "depth": {"target": longest_path([t.input_of(k) for k in range(t.depth)],

@@ -198,6 +198,35 @@ def test_a_useless_residual_ticket_is_flagged_and_a_good_one_is_not():
     assert bad.report["calibration_check"] is None  # (no calibration sample given)
 
 
+def test_smaller_copy_weights_stop_the_residual_l_plus_1_ticket_compounding():
+    """The cause of the useless L+1 residual ticket: copy layers drawn at the layer's largest weight pick
+    mixed-sign subsets whose l1 mass is several times |w|, and every copy error below is multiplied by it.
+    Drawn at 0.3 of that scale (``copy_scale``), the subsets gather same-sign candidates, and the same
+    target's L+1 ticket agrees with it (it is not flagged); the option is L+1's alone."""
+    target = small_resnet("relu", steps=60)
+    x = torch.rand(512, *SHAPE, generator=torch.Generator().manual_seed(0))
+    tickets = {}
+    for cs in (1.0, 0.3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the default ticket is flagged: the test above)
+            tickets[cs] = ll.construct(target, mode="L+1", eps_param=0.01, seed=0, domain=(0.0, 1.0),
+                                       input_shape=SHAPE, copy_scale=cs)
+    with torch.no_grad():
+        y = target(x)
+        err = {cs: float((y - t.network()(x)).abs().max()) for cs, t in tickets.items()}
+        agree = float((y.argmax(1) == tickets[0.3].network()(x).argmax(1)).float().mean())
+    small = tickets[0.3]
+    assert small.report["copy_scale"] == 0.3 and tickets[1.0].report["copy_scale"] == 1.0
+    assert not small.report["far_from_target"] and agree > 0.9
+    assert err[0.3] < err[1.0] / 5
+    assert small.report["certificate"] < tickets[1.0].report["certificate"]
+    for bad in (0.0, -1.0, float("nan"), 10.0):
+        with pytest.raises(ConstructionError, match="copy_scale"):
+            ll.construct(target, mode="L+1", eps_param=0.01, input_shape=SHAPE, copy_scale=bad)
+    with pytest.raises(ConstructionError, match="copy_scale sizes the copy layers"):
+        ll.construct(target, mode="2L", eps_param=0.01, input_shape=SHAPE, copy_scale=0.5)
+
+
 def test_a_calibration_sample_adds_a_data_check(monkeypatch):
     """With calibration= (real inputs) the construction also measures top-1 agreement there; below
     MIN_AGREEMENT the ticket is flagged even where the box check would let it pass."""
