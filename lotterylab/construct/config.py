@@ -85,8 +85,10 @@ class ConstructionConfig:
             raise ConstructionError(f"rho_kernel sizes the expansion layers of mode='structured', not {self.mode!r}; "
                                     f"use rho_first")
         if (not isinstance(self.copy_scale, (int, float)) or not math.isfinite(self.copy_scale)
-                or not 0.05 <= self.copy_scale <= 4.0):
-            raise ConstructionError(f"copy_scale must be a number in [0.05, 4] (the L+1 copy layers' weight half-width "
+                or not 0.15 <= self.copy_scale <= 4.0):
+            # (below 0.15 most pairs fail, and growth that solves new copies, which fail and grow the layer
+            # below in turn, recursed past Python's limit on a residual target at 0.07)
+            raise ConstructionError(f"copy_scale must be a number in [0.15, 4] (the L+1 copy layers' weight half-width "
                                     f"as a fraction of the layer's largest target parameter), got {self.copy_scale!r}")
         if self.copy_scale != 1.0 and self.mode != "L+1":
             raise ConstructionError(f"copy_scale sizes the copy layers of mode='L+1'; mode {self.mode!r} has none "

@@ -220,7 +220,7 @@ def test_smaller_copy_weights_stop_the_residual_l_plus_1_ticket_compounding():
     assert not small.report["far_from_target"] and agree > 0.9
     assert err[0.3] < err[1.0] / 5
     assert small.report["certificate"] < tickets[1.0].report["certificate"]
-    for bad in (0.0, -1.0, float("nan"), 10.0):
+    for bad in (0.0, 0.1, -1.0, float("nan"), 10.0):
         with pytest.raises(ConstructionError, match="copy_scale"):
             ll.construct(target, mode="L+1", eps_param=0.01, input_shape=SHAPE, copy_scale=bad)
     with pytest.raises(ConstructionError, match="copy_scale sizes the copy layers"):
