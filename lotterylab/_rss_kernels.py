@@ -210,6 +210,29 @@ def _best_of_size(SA, MA, OA, ra, SB, MB, OB, rb, c, t):
     return best, best_mask
 
 
+@njit(cache=True, inline="always")
+def _drop_zeros(x, n, xc, idx):
+    """Copy the non-zero entries of x[:n] into xc (their positions into idx); returns their count.
+    Zero candidates (table padding, pruned weights) never shorten a subset, change its sum or add l1."""
+    m = 0
+    for i in range(n):
+        if x[i] != 0.0:
+            xc[m] = x[i]
+            idx[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True, inline="always")
+def _spread(msk, idx, m):
+    """A bit mask over the m kept candidates -> the mask over the original positions."""
+    full = np.int64(0)
+    for i in range(m):
+        if (msk >> i) & 1:
+            full |= np.int64(1) << idx[i]
+    return full
+
+
 @njit(parallel=True, cache=True)
 def by_size(X, T, eps, k, out_mask, out_flag, nb):
     """k < 0: minimum cardinality within eps (flag = none within eps, min-error fallback); else exactly k.
@@ -240,23 +263,13 @@ def by_size(X, T, eps, k, out_mask, out_flag, nb):
                 out_mask[inst] = msk
                 out_flag[inst] = False
                 continue
-            # zero candidates (table padding, pruned weights) never shorten a subset or change its
-            # sum: drop them, halving the work on padded tables (the answer is the same)
-            m = 0
-            for i in range(n):
-                if x[i] != 0.0:
-                    xc[m] = x[i]
-                    idx[m] = i
-                    m += 1
+            # drop zero candidates: half the work on padded tables, the same answer
+            m = _drop_zeros(x, n, xc, idx)
             msk = _min_cardinality(xc, m, t, eps, a0, am0, ao0, a1, am1, ao1, b0, bm0, bo0, b1, bm1, bo1)
             found = msk >= 0
             if not found:
                 msk = -msk - 1
-            full = np.int64(0)
-            for i in range(m):
-                if (msk >> i) & 1:
-                    full |= np.int64(1) << idx[i]
-            out_mask[inst] = full
+            out_mask[inst] = _spread(msk, idx, m)
             out_flag[inst] = not found
 
 
@@ -360,14 +373,8 @@ def min_l1(X, T, eps, out_mask, out_flag, nb):
         for inst in range(blk * B // nb, (blk + 1) * B // nb):
             x0 = X[inst]
             t = T[inst]
-            # zero candidates (table padding: copy tables are padded to the largest unit's count) add
-            # neither sum nor l1: drop them, so a unit's instance costs its own count, not the widest's
-            m = 0
-            for i in range(n):
-                if x0[i] != 0.0:
-                    xc[m] = x0[i]
-                    idx[m] = i
-                    m += 1
+            # (copy tables are padded to the largest unit's count: a unit's instance costs its own count)
+            m = _drop_zeros(x0, n, xc, idx)
             x = xc[:m]
             ha = m // 2
             na, nbb = 1 << ha, 1 << (m - ha)
@@ -408,11 +415,7 @@ def min_l1(X, T, eps, out_mask, out_flag, nb):
             else:
                 _, msk = _closest(SA, MA, 0, na, SB, MB, 0, nbb, t)
                 out_flag[inst] = True
-            full = np.int64(0)
-            for i in range(m):
-                if (msk >> i) & 1:
-                    full |= np.int64(1) << idx[i]
-            out_mask[inst] = full
+            out_mask[inst] = _spread(msk, idx, m)
 
 
 @njit(parallel=True, cache=True)
