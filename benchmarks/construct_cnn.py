@@ -10,7 +10,7 @@ network (session 14; equal to the masked source ``ticket.network()``, tested, an
 Conv-2); every layer, the Linear head included, is constructed.
 
     python benchmarks/construct_cnn.py [--models conv2 resnet20] [--modes 2L] [--threads 2] [--train-its 500]
-        [--calibration N] [--compensate] [--copy-objective min_l1] [--eval N] [--out FILE]
+        [--calibration N] [--compensate] [--copy-objective min_l1] [--copy-scale C] [--eval N] [--out FILE]
 Writes benchmarks/results/construct_cnn.json.
 """
 
@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--compensate", action="store_true", help="with --calibration: GPTQ-style error compensation")
     ap.add_argument("--copy-objective", default=None, choices=["min_cardinality", "min_error", "min_l1"],
                     help="subsets of the L+1 copy layers (default: the construction's objective)")
+    ap.add_argument("--copy-scale", type=float, default=1.0,
+                    help="L+1: copy layers' weights at this fraction of each layer's largest target weight")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "construct_cnn.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,7 +79,8 @@ def main() -> None:
             t0 = time.perf_counter()
             ticket = ll.construct(target, mode=mode, eps_param=args.eps_param, seed=0, domain=splits.test.x,
                                   input_shape=SHAPE, calibration=calib, compensate=args.compensate,
-                                  copy_objective=args.copy_objective)
+                                  copy_objective=args.copy_objective,
+                                  **({"copy_scale": args.copy_scale} if mode == "L+1" else {}))
             wall = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             rep = ticket.report
@@ -88,7 +91,9 @@ def main() -> None:
             del net
             n_inst = rep["subset_sum"]["instances"]
             row = {"model": name, "mode": mode, "eps_param": args.eps_param, "train_iterations": args.train_its,
-                   "copy_objective": rep.get("copy_objective"),
+                   "copy_objective": rep.get("copy_objective"), "copy_scale": rep.get("copy_scale"),
+                   "sampled_error": rep.get("sampled_error"), "calibration_check": rep.get("calibration_check"),
+                   "far_from_target": rep.get("far_from_target"),
                    "calibration": args.calibration, "bias_correction": rep.get("bias_correction"),
                    "compensation": rep.get("compensation"),
                    "construct_seconds": wall, "subset_sum_seconds": rep["timings_s"]["subset_sum"],

@@ -41,7 +41,7 @@ class ConstructConfig:
         "help": "subset choice in the L+1 copy layers (default: as the other layers)",
         "choices": ["", "min_cardinality", "min_l1", "min_error"]})
     copy_scale: float = field(default=1.0, metadata={
-        "help": "L+1: copy layers' weight half-width as a fraction of the layer's largest target parameter "
+        "help": "L+1: copy layers' weight half-width as a fraction of the layer's largest target weight "
                 "(below 1: smaller l1 masses, less compounding in deep targets)", "check": "positive"})
     low: float = field(default=-1.0, metadata={"help": "domain box, file targets without data (with --high)"})
     high: float = field(default=1.0, metadata={"help": "upper end of the domain box"})

@@ -89,7 +89,7 @@ class ConstructionConfig:
             # (below 0.15 most pairs fail, and growth that solves new copies, which fail and grow the layer
             # below in turn, recursed past Python's limit on a residual target at 0.07)
             raise ConstructionError(f"copy_scale must be a number in [0.15, 4] (the L+1 copy layers' weight half-width "
-                                    f"as a fraction of the layer's largest target parameter), got {self.copy_scale!r}")
+                                    f"as a fraction of the layer's largest target weight), got {self.copy_scale!r}")
         if self.copy_scale != 1.0 and self.mode != "L+1":
             raise ConstructionError(f"copy_scale sizes the copy layers of mode='L+1'; mode {self.mode!r} has none "
                                     f"(leave it at 1)")
@@ -115,7 +115,7 @@ class RoundSettings:
     delta: float = 0.01            # structured: failure probability the calibrated counts aim at
     granularity: str = "kernel"
     beam_width: int = 256          # vector (whole-kernel) instances: the beam search's width
-    copy_scale: float = 1.0        # L+1 copy layers: weight half-width / the layer's largest target parameter
+    copy_scale: float = 1.0        # L+1 copy layers: weight half-width / the layer's largest target weight
 
     def eps_for(self, l: int) -> float:
         return self.layer_eps[l] if self.layer_eps else self.eps_param

@@ -58,8 +58,9 @@ def construct(target: nn.Module, mode: str = "L+1", eps: float = 0.01, seed: int
     unstructured ticket of the same source); ``rho_kernel`` overrides the calibrated number of
     expansion channels per input channel.
     ``copy_scale`` (L+1): the copy layers' weights are drawn from U[-c m, c m], m the layer's largest
-    target parameter; 0.3 keeps the copy subsets' l1 masses near |w| on BN-folded residual targets,
-    whose L+1 tickets otherwise compound copy errors into uselessness (docs/constructions.md).
+    target weight (its biases come from constant neurons scaled to reach them); 0.3 keeps the copy
+    subsets' l1 masses near |w| on BN-folded residual targets, whose L+1 tickets otherwise compound
+    copy errors into uselessness (docs/constructions.md).
     ``log``: a callable that receives one line per layer and round (progress of long constructions).
     ``executor``: where the subset sums run (:mod:`lotterylab.executors`: ``"serial"``, ``"processes"``,
     ``"ray"`` or an executor object): large batches of instances are split across its workers, and

@@ -55,11 +55,18 @@ class Engine:
         self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
         self._tab_cache: dict[tuple[int, bool], tuple[int, tuple]] = {}
         self.version = Counter()  # source layer -> how often its solutions changed (refinement caches check it)
+        self.stamps = 0  # rows touched so far (ledger.stamp)
 
     def new_ledger(self, C: SourceLayer, n_in: int, tl: int, product: bool) -> Ledger:
         self.ledgers[C.index] = Ledger.empty(n_in, C.T, tl, product)
         self.ledgers[C.index].fit(C.W.shape[0])
         return self.ledgers[C.index]
+
+    def touch(self, C: SourceLayer, rows: torch.Tensor) -> None:
+        """Rows of C whose selection changes now: the layer's version and the rows' stamps move."""
+        self.version[C.index] += 1
+        self.stamps += 1
+        self.ledgers[C.index].stamp[rows] = self.stamps
 
     def fit(self, C: SourceLayer) -> None:
         self.ledgers[C.index].fit(C.W.shape[0])
@@ -117,7 +124,7 @@ class Engine:
         eps = self.first.pair_eps(ep) if product else ep
         neuron = inf.neuron[rows]
         ok_all = torch.ones(len(rows), dtype=torch.bool)
-        self.version[C.index] += 1
+        self.touch(C, rows)
         chunk = max(1, self.chunk_values // (S * n_max * T))
         for c0 in range(0, len(rows), chunk):
             r, u, i = rows[c0:c0 + chunk], units[c0:c0 + chunk], neuron[c0:c0 + chunk]
@@ -188,6 +195,7 @@ class Engine:
         inf.bias_err[rows] = (total - true_targets).abs()
         inf.bias_real[rows] = total
         inf.bias_ok[rows] = ok
+        self.touch(C, rows)
         return ok
 
     def settle_pairs(self, C: SourceLayer, P: SourceLayer, r: torch.Tensor, u: torch.Tensor) -> None:

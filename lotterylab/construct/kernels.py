@@ -30,7 +30,7 @@ def solve_kernel_pairs(e, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, un
     eps = e.first.pair_eps(ep) if inf.product else ep
     neuron = inf.neuron[rows]
     ok_all = torch.ones(len(rows), dtype=torch.bool)
-    e.version[C.index] += 1
+    e.touch(C, rows)
     dev = C.mW.device
     chunk = max(1, e.chunk_values // (S * n_max * T))
     for c0 in range(0, len(rows), chunk):
@@ -72,7 +72,7 @@ def solve_filter_units(e, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, un
     rows_all = C.copy_row_index()
     R = len(rows_all)
     uu = units.unique()
-    e.version[C.index] += 1
+    e.touch(C, rows_all)
     dev = C.mW.device
     cu = col[uu]  # [k, S, n]
     Wsel = C.W[rows_all.to(dev)][:, cu.to(dev)].double().cpu()  # [R, k, S, n, T]

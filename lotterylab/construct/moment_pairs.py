@@ -25,7 +25,7 @@ def solve_moment_pairs(e, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, un
     eps = e.first.pair_eps(e.cfg.eps_for(inf.tl))
     neuron = inf.neuron[rows]
     ok_all = torch.ones(len(rows), dtype=torch.bool)
-    e.version[C.index] += 1
+    e.touch(C, rows)
     dev = C.mW.device
     ones = torch.ones(coef.shape[:3], dtype=torch.float64)
     chunk = max(1, e.chunk_values // (n_max * T * D))

@@ -48,11 +48,16 @@ def w_scale(e, l: int, product: bool) -> float:
     # product layers: 1.5x the largest target parameter, so targets stay within 2/3 of the scale where
     # sums of products are dense (at the edge of the range they fail far more often); plain layers: 1x,
     # since larger candidates raise the l1 masses that amplify errors (Burkholz 2022, §3)
-    # (copy layers: ``copy_scale`` x that; below 1 the subsets gather same-sign candidates, so their l1
-    # masses, which multiply every copy error below, come near |w|: docs/constructions.md)
-    W, b = e.t.weights[l], e.scale_biases[l]
-    m = (1.5 if product else 1.0) * max(float(W.abs().max()), float(b.abs().max()), 1e-6)
-    return e.first.w_scale(m, a_scale(e, l)) if product else m * e.cfg.copy_scale
+    # Copy layers: ``copy_scale`` x the largest target *weight*. Their biases come from constant neurons
+    # whose scale follows (b_scale_after), so a large bias must not widen the weights: BN-folded biases
+    # of ~1.5 over weights of ~0.02 made every subset mix signs, and the l1 masses multiply every copy
+    # error below (ResNet-20 L+1: useless before, docs/constructions.md). Below 1 the subsets gather
+    # same-sign candidates.
+    W = e.t.weights[l]
+    if not product:
+        return max(float(W.abs().max()), 1e-6) * e.cfg.copy_scale
+    m = 1.5 * max(float(W.abs().max()), float(e.scale_biases[l].abs().max()), 1e-6)
+    return e.first.w_scale(m, a_scale(e, l))
 
 
 def reach_scale(act: str, max_bias: float, w_scale: float) -> float:
