@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--copy-objective", default=None, choices=["min_cardinality", "min_error", "min_l1"],
                     help="subsets of the L+1 copy layers (default: the construction's objective)")
     ap.add_argument("--copy-scale", type=float, default=1.0,
-                    help="L+1: copy layers' weights at this fraction of each layer's largest target weight")
+                    help="L+1 rows only (2L has no copy layers; its rows record copy_scale 1): copy layers' "
+                         "weights at this fraction of each layer's largest target weight")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "construct_cnn.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
