@@ -5,7 +5,8 @@ machine state; medians of ``--repeats``): wall time, the solver's own time (``su
 ratio, and the mask digest, which must be the same for both versions (bit-identical tickets):
 
 * ``lenet``: the demo — LeNet-300-100 (cached MNIST target) at depth L+1, paper mode
-  (eps_param 0.01), biases corrected on 2,000 training images;
+  (eps_param 0.01), biases corrected on 2,000 training images, copy layers at 0.3 of the largest
+  weight (since session 17; the demo's setting since session 15, so baselines before then fail);
 * ``mlp500``: the 784-500-10 ReLU network of Pensia et al. (397k weights; trained here with Adam,
   cached under runs/) at depth 2L, paper mode;
 * ``resnet20``: ResNet-20 (width 16, cached MNIST target of benchmarks/construct_cnn.py) at depth
@@ -52,7 +53,7 @@ splits = data.load("mnist")
 if case == "lenet":
     from lotterylab.cli.targets import TargetConfig, load_target
     target, splits = load_target(TargetConfig(target="lenet_300_100"), need_data=True, progress=False)
-    kw = dict(mode="L+1", eps_param=0.01, calibration=splits.train.take(2000, seed=0).x)
+    kw = dict(mode="L+1", eps_param=0.01, calibration=splits.train.take(2000, seed=0).x, copy_scale=0.3)
 elif case == "mlp500":
     from pipeline import mlp500
     target = mlp500(splits, threads)

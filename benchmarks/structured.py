@@ -179,7 +179,7 @@ def conv2_part(args) -> dict:
         rep = tk.report
         res[gran] = {"construct_s": wall, "subset_sum_s": rep["timings_s"]["subset_sum"],
                      "unresolved": rep["subset_sum"]["unresolved"], "structure": structure(tk),
-                     "parameters": rep["parameters"], "compact_cost": cost(tk.compact(torch.float32, fold=False), SHAPE),
+                     "parameters": rep["parameters"], "compact_cost": cost(tk.compact(torch.float32, False, sparse=False), SHAPE),
                      "folded_cost": cost(folded, SHAPE), "accuracy": float((o.argmax(1) == y).double().mean()),
                      "agreement": float((o.argmax(1) == out_t.argmax(1)).double().mean()),
                      "max_output_error": float((o - out_t).abs().max())}
@@ -190,8 +190,9 @@ def conv2_part(args) -> dict:
     # forward times, 1 thread, interleaved
     torch.set_num_threads(1)
     xb = x[:args.batch]
-    nets = {"target": target.eval(), "structured compact (dense)": tickets["kernel"].compact(torch.float32, fold=False)}
-    unstructured = tickets["weight"].compact(torch.float32, fold=False)
+    dense_structured = tickets["kernel"].compact(torch.float32, fold=False, sparse=False)
+    nets = {"target": target.eval(), "structured compact (dense)": dense_structured}
+    unstructured = tickets["weight"].compact(torch.float32, fold=False, sparse=False)
     nets["unstructured compact (CSR)"] = CSRNet(unstructured)
     nets["unstructured compact (dense)"] = unstructured
     if args.masked:

@@ -25,6 +25,7 @@ from torch import nn
 
 from .activations import make_activation
 from .models import run_plan
+from .sparse_conv import SparseConv2d, sparse_wins
 
 
 def _shapes(plan: list[dict], input_shape, added: dict | None = None) -> list[tuple[int, int]]:
@@ -76,8 +77,8 @@ def needed_channels(ticket, shapes: list[tuple[int, int]] | None = None) -> list
 
 
 class CompactNet(nn.Module):
-    """The kept channels of a ``source_net`` ticket: dense convolutions and Linear layers in plan
-    order, a residual addition selecting the added map's kept channels."""
+    """The kept channels of a ``source_net`` ticket: convolutions (dense, or sparse where that is
+    faster) and Linear layers in plan order, a residual addition selecting the added map's kept channels."""
 
     def __init__(self, plan: list[dict], input_shape, layers: list[nn.Module], adds: dict[int, torch.Tensor]):
         super().__init__()
@@ -90,19 +91,38 @@ class CompactNet(nn.Module):
             self.register_buffer(f"add_{i}", sel)
 
     def forward(self, x):
-        x0 = x.reshape(x.shape[0], *self.input_shape).to(self.layers[0].weight.dtype)
+        x0 = x.reshape(x.shape[0], *self.input_shape).to(self.layers[0].bias.dtype)
         added = {i: getattr(self, f"add_{i}") for i, op in enumerate(self.plan) if "add" in op}
         return run_plan(self.plan, x0, self.layers, self.acts, added)[-1]
 
     def num_parameters(self) -> int:
         """Nonzero weights and biases it holds."""
-        return sum(int(p.count_nonzero()) for p in self.parameters())
+        return sum(int(t.count_nonzero()) for m in self.layers for t in
+                   ((m.values, m.bias) if isinstance(m, SparseConv2d) else (m.weight, m.bias)))
 
     def bytes_per_example(self) -> int:
         """The largest intermediate map of one example (batch sizes are chosen from it)."""
         added = {i: getattr(self, f"add_{i}") for i, op in enumerate(self.plan) if "add" in op}
         shapes = _shapes(self._meta_plan(), self.input_shape, added)
-        return max(c * p for c, p in shapes) * self.layers[0].weight.element_size()
+        return max(c * p for c, p in shapes) * self.layers[0].bias.element_size()
+
+    def seconds_per_example(self) -> float:
+        """Estimated float64 time of one example's forward pass on this project's 2-core VM: its
+        multiply-adds at the rates measured for dense and sparse layers (:mod:`lotterylab.sparse_conv`)."""
+        from .sparse_conv import DENSE_RATE, SPARSE_RATE
+
+        added = {i: getattr(self, f"add_{i}") for i, op in enumerate(self.plan) if "add" in op}
+        plan = self._meta_plan()
+        shapes = _shapes(plan, self.input_shape, added)
+        layer = iter(self.layers)
+        total = 0.0
+        for op, (_, positions) in zip(plan, shapes):
+            if op["op"] in ("conv", "linear"):
+                m = next(layer)
+                per = positions if op["op"] == "conv" else 1
+                total += per * (m.entries() / SPARSE_RATE if isinstance(m, SparseConv2d) else
+                                m.weight.numel() / DENSE_RATE[torch.float64])
+        return total
 
     def _meta_plan(self) -> list[dict]:
         """The plan with this network's channel counts (the source's spatial arithmetic)."""
@@ -113,6 +133,8 @@ class CompactNet(nn.Module):
                 m = self.layers[k]
                 op["in"], op["out"] = (m.in_channels, m.out_channels) if op["op"] == "conv" else (m.in_features,
                                                                                                  m.out_features)
+                if isinstance(m, SparseConv2d):
+                    op["sparse"] = True
                 k += 1
             plan.append(op)
         return plan
@@ -189,7 +211,7 @@ def _fold(ticket, name: str, rows: torch.Tensor, into: torch.Tensor, n_in: int, 
     return W, b, channel, scale
 
 
-def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
+def compact_net(ticket, dtype=torch.float64, fold: bool = True, sparse: bool = True) -> CompactNet:
     from .compact import _values
 
     plan, input_shape = ticket.arch["kwargs"]["plan"], ticket.arch["input_shape"]
@@ -233,15 +255,20 @@ def compact_net(ticket, dtype=torch.float64, fold: bool = True) -> CompactNet:
             slot = torch.where(channel < 0, n_in, channel)  # dropped rows land in a slot that is cut off
             W = torch.zeros(len(W), n_in + 1, span, dtype=torch.float64).index_add_(1, slot, W3)
             W = W[:, :n_in].reshape(len(W), -1)
-        if op["op"] == "conv":
+        taps = W.shape[1] // max(n_in, 1)
+        if op["op"] == "conv" and sparse and sparse_wins(int(W.count_nonzero()), len(b), n_in, taps, op["stride"], dtype):
+            mod = SparseConv2d(W.view(len(b), n_in, *op["kernel"]), b, op["padding"])
+        elif op["op"] == "conv":
             mod = nn.Conv2d(n_in, len(b), tuple(op["kernel"]), tuple(op["stride"]), tuple(op["padding"]),
                             dtype=torch.float64)  # (folded weights are float64 products: never via float32)
-            W = W.view(len(b), n_in, *op["kernel"])
+            with torch.no_grad():
+                mod.weight.copy_(W.view(len(b), n_in, *op["kernel"]))
+                mod.bias.copy_(b)
         else:
             mod = nn.Linear(W.shape[1], len(b), dtype=torch.float64)
-        with torch.no_grad():
-            mod.weight.copy_(W)
-            mod.bias.copy_(b)
+            with torch.no_grad():
+                mod.weight.copy_(W)
+                mod.bias.copy_(b)
         layers.append(mod.to(dtype).requires_grad_(False))
         if "add" in op:
             there = all_in if op["add"] < 0 else kept[op["add"]]
@@ -268,10 +295,14 @@ def load_compact(path) -> CompactNet:
     if not isinstance(meta.get("plan"), list) or not isinstance(meta.get("input_shape"), list):
         raise FileFormatError(f"{path}: a compact network file without its plan; the file is corrupt")
     plan, shape = meta["plan"], meta["input_shape"]
-    dtype = tensors["layers.0.weight"].dtype
+    dtype = tensors["layers.0.bias"].dtype
     layers = []
     for op in plan:
-        if op["op"] == "conv":
+        if op["op"] == "conv" and op.get("sparse"):
+            k = len(layers)
+            layers.append(SparseConv2d.from_entries({n: tensors[f"layers.{k}.{n}"] for n in SparseConv2d.ENTRIES},
+                                                    op["in"], op["kernel"], op["padding"]))
+        elif op["op"] == "conv":
             layers.append(nn.Conv2d(op["in"], op["out"], tuple(op["kernel"]), tuple(op["stride"]),
                                     tuple(op["padding"]), dtype=dtype))
         elif op["op"] == "linear":

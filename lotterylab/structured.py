@@ -60,26 +60,35 @@ def structure(ticket) -> dict:
 
 def cost(net: nn.Module, input_shape) -> dict:
     """Parameters (all, and nonzero) and multiply-accumulates per example of a plain network's
-    Conv2d and Linear layers (dense shapes: what a dense kernel computes), on the meta device."""
+    Conv2d and Linear layers (dense shapes: what a dense kernel computes). A compact network's
+    :class:`~lotterylab.sparse_conv.SparseConv2d` counts what it holds and computes: its kept
+    entries (and biases) as parameters, one multiply-accumulate per entry and output position."""
+    from .sparse_conv import SparseConv2d
+
     macs = []
+    kinds = (nn.Conv2d, nn.Linear, SparseConv2d)
 
     def hook(mod, inp, out):
-        if isinstance(mod, nn.Conv2d):
+        if isinstance(mod, SparseConv2d):
+            macs.append(out.shape[2] * out.shape[3] * mod.entries())
+        elif isinstance(mod, nn.Conv2d):
             per_out = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
             macs.append(out.shape[1] * out.shape[2] * out.shape[3] * per_out)
         elif isinstance(mod, nn.Linear):
             macs.append(mod.in_features * mod.out_features)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, kinds)]
+    sparse = [m for m in net.modules() if isinstance(m, SparseConv2d)]
     try:
         with torch.no_grad():
-            p = next(net.parameters())
+            p = next(t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point())
             net(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
     finally:
         for h in handles:
             h.remove()
-    params = sum(p.numel() for p in net.parameters())
-    nonzero = sum(int(p.count_nonzero()) for p in net.parameters())
+    params = sum(p.numel() for p in net.parameters()) + sum(m.entries() + m.out_channels for m in sparse)
+    nonzero = sum(int(p.count_nonzero()) for p in net.parameters()) + \
+        sum(int(m.values.count_nonzero()) + int(m.bias.count_nonzero()) for m in sparse)
     return {"parameters": params, "nonzero_parameters": nonzero, "macs": int(sum(macs))}
 
 

@@ -52,7 +52,7 @@ class Ticket:
         self.seed = int(seed)
         self.masks = masks if isinstance(masks, Mask) else Mask(masks)
         self.report = dict(report or {})
-        self._compact: dict = {}  # built compact networks (immutable), by dtype, device and fold
+        self._compact: dict = {}  # built compact networks (immutable), by dtype, device, fold and sparse
 
     def __getstate__(self) -> dict:  # copies and pickles leave the built networks behind (CSR buffers)
         return {**self.__dict__, "_compact": {}}
@@ -83,18 +83,20 @@ class Ticket:
         """The pruned network: source values where the mask keeps, exact zeros elsewhere."""
         return self.masks.apply(self.source(device))
 
-    def compact(self, dtype=torch.float64, device=None, fold: bool = True) -> nn.Module:
+    def compact(self, dtype=torch.float64, device=None, fold: bool = True, sparse: bool = True) -> nn.Module:
         """The pruned network built from the kept entries alone: unused neurons and channels removed,
         constant neurons folded into biases, univariate ReLU layers folded into their readers
-        (``fold``), sparse layers as CSR (:mod:`lotterylab.compact`, :mod:`lotterylab.compact_net`).
-        Built once per dtype, device and fold, then shared (a construction's own check, ``verify`` and
+        (``fold``), sparse layers as CSR or sparse-kernel convolutions where that is faster (``sparse``;
+        False: every convolution dense) (:mod:`lotterylab.compact`, :mod:`lotterylab.compact_net`).
+        Built once per dtype, device, fold and sparse, then shared (a construction's own check, ``verify`` and
         ``compare`` use the same one); replacing ``ticket.masks`` builds it anew."""
         from .compact import compact
 
-        key = (dtype, str(torch.device(device) if device is not None else torch.device("cpu")), fold, id(self.masks))
+        key = (dtype, str(torch.device(device) if device is not None else torch.device("cpu")), fold, sparse,
+               id(self.masks))
         if key not in self._compact:
-            self._compact = {k: v for k, v in self._compact.items() if k[3] == id(self.masks)}
-            self._compact[key] = compact(self, dtype, device, fold)
+            self._compact = {k: v for k, v in self._compact.items() if k[-1] == id(self.masks)}
+            self._compact[key] = compact(self, dtype, device, fold, sparse)
         return self._compact[key]
 
     # --- sizes ------------------------------------------------------------------------------

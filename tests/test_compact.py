@@ -5,6 +5,7 @@ import torch
 
 import lotterylab as ll
 from lotterylab import models
+from lotterylab.sparse_conv import SparseConv2d
 
 from conftest import needs_mnist
 from targets import SHAPE, small_cnn, small_resnet, trained_mlp
@@ -93,9 +94,9 @@ def test_compact_conv_and_residual_tickets_equal_the_masked_source(case):
     with torch.no_grad():
         ref, got = net(x), small(x)
     assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
-    assert all(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in small.layers)  # plain modules
+    assert all(isinstance(m, torch.nn.Conv2d | torch.nn.Linear | SparseConv2d) for m in small.layers)
     assert small.num_parameters() <= ticket.masks.num_kept()
-    kept = sum(m.out_channels if isinstance(m, torch.nn.Conv2d) else m.out_features for m in small.layers)
+    kept = sum(m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in small.layers)
     assert kept < sum(ticket.report["widths"]["source"][1:])  # unused channels are gone
     # a plain state dict: saved and loaded into a fresh compact network, the same outputs
     again = ticket.compact()
@@ -155,9 +156,9 @@ def test_univariate_layers_fold_only_where_exact(act):
         ref = ticket.network().double()(x)
         for net in (folded, plain):
             assert torch.allclose(net(x), ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
-    widths = [m.out_channels for m in folded.layers if isinstance(m, torch.nn.Conv2d)]
+    widths = [m.out_channels for m in folded.layers if not isinstance(m, torch.nn.Linear)]
     if act == "tanh":  # phi(a x) != |a| phi(+-x): nothing folds
-        assert widths == [m.out_channels for m in plain.layers if isinstance(m, torch.nn.Conv2d)]
+        assert widths == [m.out_channels for m in plain.layers if not isinstance(m, torch.nn.Linear)]
     else:  # univariate layers shrink to the sides of their inputs (+ constant channels)
         assert widths[0] < plain.layers[0].out_channels and widths[2] < plain.layers[2].out_channels
 
@@ -211,3 +212,38 @@ def test_csr_built_directly_is_the_coo_route_matrix():
         assert torch.equal(got.values(), ref.values())
     dup = _csr(torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([1.0, 2.0], dtype=torch.float64), (2, 2))
     assert torch.equal(dup.to_dense(), torch.tensor([[0.0, 3.0], [0.0, 0.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("case", ["cnn L+1", "resnet L+1"])
+def test_sparse_compact_layers_equal_the_masked_source_and_save_and_load(case, tmp_path, monkeypatch):
+    """Every stride-1 convolution as a SparseConv2d (the cost model told the sparse kernel always
+    wins): the outputs stay the masked source's, and a saved network loads back with the same outputs."""
+    from lotterylab import sparse_conv
+    from lotterylab.compact_net import load_compact, save_compact
+
+    _, ticket = _conv_ticket(case)
+    monkeypatch.setattr(sparse_conv, "SPARSE_RATE", 1e30)
+    small = ticket.compact()
+    assert sum(isinstance(m, SparseConv2d) for m in small.layers) >= 2
+    x = torch.rand(16, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        ref, got = ticket.network().double()(x), small(x)
+    assert torch.allclose(got, ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max()))
+    assert small.num_parameters() <= ticket.masks.num_kept()
+    from lotterylab.compact_net import compact_net
+    from lotterylab.structured import cost  # counts what the sparse layers hold
+
+    monkeypatch.setattr(sparse_conv, "SPARSE_RATE", 1e-30)  # and now never
+    dense = compact_net(ticket)
+    assert not any(isinstance(m, SparseConv2d) for m in dense.layers)
+    assert cost(small, SHAPE)["nonzero_parameters"] == small.num_parameters() == dense.num_parameters()
+    assert cost(small, SHAPE)["macs"] < cost(dense, SHAPE)["macs"]
+    save_compact(small, tmp_path / "c.safetensors")
+    again = load_compact(tmp_path / "c.safetensors")
+    assert [type(m) for m in again.layers] == [type(m) for m in small.layers]
+    with torch.no_grad():
+        assert torch.equal(again(x), got)
+    # gradients (verify's attack) run densely from the same entries
+    xg = x[:2].clone().requires_grad_(True)
+    small(xg).sum().backward()
+    assert xg.grad is not None and torch.allclose(small(xg).detach(), got[:2], rtol=1e-9, atol=1e-12)

@@ -180,7 +180,7 @@ def _structured_outputs(ns, target, ticket, folder: Path) -> dict:
 
     stage(ns, "structured ticket: the compact network and its cost")
     shape = tuple(ticket.arch["input_shape"])
-    small = ticket.compact(dtype=torch.float32, fold=False)
+    small = ticket.compact(dtype=torch.float32, fold=False, sparse=False)  # the dense network it stands for
     save_compact(small, folder / "compact.safetensors", {"source": "structured ticket, kept channels and kernels"})
     src_params = ticket.report["parameters"]["source"]
     return {"structure": structure(ticket),

@@ -184,12 +184,25 @@ FAR_FROM_TARGET = 0.25
 # ... and so is one whose top-1 agreement with the target on the calibration sample (real data) is
 # below this (the demo's ticket: 99.6 %; the flagged residual ticket of the tests: 49 %)
 MIN_AGREEMENT = 0.9
+# the sampled check's points: CHECK_SAMPLES, fewer where the compact network's estimated float64
+# time would exceed CHECK_SECONDS over them (the L+1 ResNet-20 ticket, dense: ~1 s per point, so 512
+# points took ~10 min), but never fewer than MIN_CHECK_SAMPLES
+CHECK_SAMPLES = 512
+CHECK_SECONDS = 40.0
+MIN_CHECK_SAMPLES = 64
+
+
+def check_samples(ticket: Ticket) -> int:
+    """How many domain points the construction's sampled check measures (see CHECK_SECONDS)."""
+    per_point = ticket.compact().seconds_per_example()  # (built once; verify uses the same network)
+    return int(min(CHECK_SAMPLES, max(MIN_CHECK_SAMPLES, CHECK_SECONDS // max(per_point, 1e-12))))
 
 
 def realised_check(target: nn.Module, ticket: Ticket, domain, guarantee: bool, seed: int,
-                   calibration: torch.Tensor | None = None, samples: int = 512) -> dict:
-    """Measure the ticket's realised output error on ``samples`` seeded points of its domain (no
-    attack: ``lotterylab.verify`` does the thorough search) and record it as ``report["sampled_error"]``;
+                   calibration: torch.Tensor | None = None, samples: int | None = None) -> dict:
+    """Measure the ticket's realised output error on ``samples`` seeded points of its domain
+    (default :func:`check_samples`; no attack: ``lotterylab.verify`` does the thorough search) and
+    record it as ``report["sampled_error"]``;
     with a calibration sample (real inputs) also the top-1 agreement there (``report["calibration_check"]``).
 
     Guarantee mode: an error above the certificate is a bug of the certificate and raises. Paper mode
@@ -203,6 +216,7 @@ def realised_check(target: nn.Module, ticket: Ticket, domain, guarantee: bool, s
 
     # (verify reads a convolutional ticket's input shape off the ticket; an MLP's inputs are flat, whatever
     # shape its data has)
+    samples = samples or check_samples(ticket)
     v = verify(target, ticket, domain, samples=samples, attack_steps=0, seed=seed, probes=False)
     rng_out = float(v["output_range"])
     rec = {"sup_error": v["sup_error"], "samples": samples, "output_range": rng_out,

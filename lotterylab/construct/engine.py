@@ -23,7 +23,7 @@ from .first_layer import LinearRegime
 from .ledger import Ledger
 from .moment_pairs import solve_moment_pairs
 from .source import RandomSource, SourceLayer
-from .tables import candidate_tables, candidate_values, unit_columns
+from .tables import candidate_tables, candidate_values, extend_tables, table_lengths, unit_columns
 
 
 class Engine:
@@ -53,7 +53,7 @@ class Engine:
         self.stats = {"instances": 0, "failed_first_try": 0, "unresolved": 0, "solve_time_s": 0.0, "_size_sum": 0,
                       "zero_weights": 0}
         self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
-        self._tab_cache: dict[tuple[int, bool], tuple[int, tuple]] = {}
+        self._tab_cache: dict[tuple, tuple[torch.Tensor, tuple]] = {}  # -> (list lengths, tables)
         self.version = Counter()  # source layer -> how often its solutions changed (refinement caches check it)
         self.stamps = 0  # rows touched so far (ledger.stamp)
 
@@ -94,13 +94,18 @@ class Engine:
         return res
 
     def tables(self, P: SourceLayer, product: bool, limit: int = subsetsum.MAX_N):
-        """Candidate tables of P, cached until P grows (compensation solves a layer in many small calls)."""
+        """Candidate tables of P, cached while its units' candidate lists stay as they are (compensation
+        solves a layer in many small calls), and extended where growth added candidates."""
         key = (P.index, product, limit)
+        lengths = table_lengths(P, product)
         hit = self._tab_cache.get(key)
-        if hit is not None and hit[0] == P.R:
+        if hit is not None and torch.equal(hit[0], lengths):
             return hit[1]
-        out = candidate_tables(P, product, self.first, limit)
-        self._tab_cache[key] = (P.R, out)
+        if hit is not None and len(hit[0]) == len(lengths) and bool((hit[0] <= lengths).all()):
+            out = extend_tables(P, product, self.first, limit, hit[1], hit[0])
+        else:
+            out = candidate_tables(P, product, self.first, limit)
+        self._tab_cache[key] = (lengths, out)
         return out
 
     def solve_pairs(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor, units: torch.Tensor,

@@ -23,10 +23,32 @@ def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: 
     ``[units, S, n, D]``), validity, and each side's
     target multiplier. Each (unit, side) keeps its most recent ``limit`` candidates (the solver's n)."""
     table = P.unit_rows if product else P.copy_rows
+    return _fill(P, product, first, limit, torch.arange(len(table)), None)
+
+
+def table_lengths(P: SourceLayer, product: bool) -> torch.Tensor:
+    """How many candidate rows each input unit has (what :func:`extend_tables` compares)."""
+    table = P.unit_rows if product else P.copy_rows
+    return torch.tensor([len(table[j]) for j in range(len(table))], dtype=torch.long)
+
+
+def extend_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: int, old, old_lengths: torch.Tensor):
+    """The tables of :func:`candidate_tables` after growth appended rows to some units' lists: only
+    those units' groups are built again (a growth round touches a few of the 784 inputs of a LeNet,
+    and rebuilding all of them every round cost ~2 s of the demo's construction). Equal to a fresh
+    build, entry for entry: every group is a function of its own unit's list, and the width is the
+    largest group's, which only grows."""
+    changed = (table_lengths(P, product) != old_lengths).nonzero().flatten()
+    return _fill(P, product, first, limit, changed, old)
+
+
+def _fill(P: SourceLayer, product: bool, first: LinearRegime, limit: int, units: torch.Tensor, old):
+    """Build the groups of ``units`` (into fresh tables, or into ``old``, whose other units stay)."""
+    table = P.unit_rows if product else P.copy_rows
     n_in = len(table)
-    lengths = torch.tensor([len(table[j]) for j in range(n_in)], dtype=torch.long)
-    rows = torch.tensor([r for j in range(n_in) for r in table[j]], dtype=torch.long)
-    unit = torch.arange(n_in).repeat_interleave(lengths)
+    lengths = torch.tensor([len(table[j]) for j in units.tolist()], dtype=torch.long)
+    rows = torch.tensor([r for j in units.tolist() for r in table[j]], dtype=torch.long)
+    unit = units.repeat_interleave(lengths)
     if product:
         a = P.W[rows.to(P.W.device), unit.to(P.W.device), 0].double().cpu()  # univariate layers: one tap
         S, side, coef_all, keep, mult = first.candidates(a, unit, P.w_scale)
@@ -47,13 +69,26 @@ def candidate_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: 
     k = pos >= drop
     slot = (pos - drop)[k]
     n_max = max(1, int(count.clamp(max=limit).max()) if len(count) else 1)
-    col = torch.zeros(n_in, S, n_max, dtype=torch.long)
-    coef = torch.zeros(n_in, S, n_max, *coef_all.shape[1:], dtype=torch.float64)  # moments: [..., D]
-    valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
+    if old is None:
+        col = torch.zeros(n_in, S, n_max, dtype=torch.long)
+        coef = torch.zeros(n_in, S, n_max, *coef_all.shape[1:], dtype=torch.float64)  # moments: [..., D]
+        valid = torch.zeros(n_in, S, n_max, dtype=torch.bool)
+    else:
+        col, coef, valid = (_widen(t, n_max) for t in old[:3])
+        col[units], coef[units], valid[units] = 0, 0.0, False
     col[unit[k], side[k], slot] = rows[k]
     coef[unit[k], side[k], slot] = coef_all[k]
     valid[unit[k], side[k], slot] = True
     return col, coef, valid, mult
+
+
+def _widen(t: torch.Tensor, n: int) -> torch.Tensor:
+    """A copy of table ``t`` [units, S, width, ...] with at least ``n`` slots (new ones zero)."""
+    if t.shape[2] >= n:
+        return t.clone()
+    out = torch.zeros(t.shape[0], t.shape[1], n, *t.shape[3:], dtype=t.dtype)
+    out[:, :, :t.shape[2]] = t
+    return out
 
 
 def unit_columns(P: SourceLayer, product: bool, rows: torch.Tensor, units: torch.Tensor):

@@ -248,3 +248,21 @@ def test_a_calibration_sample_adds_a_data_check(monkeypatch):
             target, t, Split(cal, torch.zeros(256, dtype=torch.long)))["agreement"]
     assert bad.report["far_from_target"] and bad.report["calibration_check"]["agreement"] < cons.MIN_AGREEMENT
     assert not good.report["far_from_target"] and good.report["calibration_check"]["agreement"] >= cons.MIN_AGREEMENT
+
+
+def test_the_sampled_check_takes_fewer_points_where_they_would_be_slow(monkeypatch):
+    """512 points unless the compact network's estimated float64 time over them exceeds CHECK_SECONDS;
+    then fewer, never below MIN_CHECK_SAMPLES, and the report says how many."""
+    from lotterylab.construct import construction as cons
+
+    target = trained_mlp("relu")
+    t = ll.construct(target, mode="2L", eps_param=0.01, seed=1)
+    per = t.compact().seconds_per_example()
+    assert 0 < per < cons.CHECK_SECONDS / cons.CHECK_SAMPLES and t.report["sampled_error"]["samples"] == 512
+    monkeypatch.setattr(cons, "CHECK_SECONDS", 100.5 * per)
+    assert cons.check_samples(t) == 100
+    monkeypatch.setattr(cons, "CHECK_SECONDS", 0.0)
+    few = ll.construct(target, mode="2L", eps_param=0.01, seed=1)
+    s = few.report["sampled_error"]
+    assert s["samples"] == cons.MIN_CHECK_SAMPLES == 64
+    assert ll.verify(target, few, samples=64, attack_steps=0, seed=1, probes=False)["sup_error"] == s["sup_error"]
