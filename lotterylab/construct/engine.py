@@ -102,7 +102,7 @@ class Engine:
         if hit is not None and torch.equal(hit[0], lengths):
             return hit[1]
         if hit is not None and len(hit[0]) == len(lengths) and bool((hit[0] <= lengths).all()):
-            out = extend_tables(P, product, self.first, limit, hit[1], hit[0])
+            out = extend_tables(P, product, self.first, limit, hit[1], hit[0], lengths)
         else:
             out = candidate_tables(P, product, self.first, limit)
         self._tab_cache[key] = (lengths, out)

@@ -32,13 +32,14 @@ def table_lengths(P: SourceLayer, product: bool) -> torch.Tensor:
     return torch.tensor([len(table[j]) for j in range(len(table))], dtype=torch.long)
 
 
-def extend_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: int, old, old_lengths: torch.Tensor):
+def extend_tables(P: SourceLayer, product: bool, first: LinearRegime, limit: int, old, old_lengths: torch.Tensor,
+                  lengths: torch.Tensor):
     """The tables of :func:`candidate_tables` after growth appended rows to some units' lists: only
     those units' groups are built again (a growth round touches a few of the 784 inputs of a LeNet,
     and rebuilding all of them every round cost ~2 s of the demo's construction). Equal to a fresh
     build, entry for entry: every group is a function of its own unit's list, and the width is the
     largest group's, which only grows."""
-    changed = (table_lengths(P, product) != old_lengths).nonzero().flatten()
+    changed = (lengths != old_lengths).nonzero().flatten()  # (``lengths``: table_lengths now)
     return _fill(P, product, first, limit, changed, old)
 
 
