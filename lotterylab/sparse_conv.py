@@ -59,6 +59,9 @@ def conv2d_entries(x: torch.Tensor, ip: torch.Tensor, ch: torch.Tensor, ky: torc
     from ._sparse_conv_kernels import conv_entries
     from .threads import numba_threads
 
+    if x.device.type != "cpu":
+        raise ValueError(f"conv2d_entries runs on the CPU, the input is on {x.device}: move it there, or use "
+                         f"F.conv2d with SparseConv2d.weight (what SparseConv2d does on other devices)")
     N, _, H, W = x.shape
     (kh, kw), (ph, pw) = kernel, padding
     R = len(ip) - 1
