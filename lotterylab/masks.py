@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -17,16 +18,14 @@ from torch.nn.utils import prune
 from .io import FileFormatError, load_tensors, need, save_tensors
 
 MASK_FORMAT_VERSION = 1
-_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
 def pack_bits(m: torch.Tensor) -> torch.Tensor:
     """Flatten a bool tensor into uint8 bytes, 8 entries per byte, big-endian within a byte."""
-    flat = m.detach().reshape(-1).to(torch.uint8).cpu()
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, torch.zeros(pad, dtype=torch.uint8)])
-    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(dim=1, dtype=torch.uint8)
+    # (numpy's packbits: ~10x faster than a weighted sum over [n/8, 8] on the 240M entries of the demo's
+    # ticket; the same bytes, the last one zero-padded)
+    flat = m.detach().reshape(-1).to(device="cpu", dtype=torch.bool).numpy()
+    return torch.from_numpy(np.packbits(flat, bitorder="big"))
 
 
 def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
@@ -35,8 +34,8 @@ def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
         n *= int(s)
     if packed.dtype != torch.uint8 or packed.numel() != (n + 7) // 8:
         raise FileFormatError(f"packed mask has {packed.numel()} bytes, expected {(n + 7) // 8} for shape {tuple(shape)}")
-    bits = (packed.view(-1, 1) & _BIT_WEIGHTS) != 0
-    return bits.reshape(-1)[:n].reshape(tuple(shape))
+    bits = np.unpackbits(packed.numpy(), count=n, bitorder="big").view(np.bool_)
+    return torch.from_numpy(bits).reshape(tuple(shape))
 
 
 def default_prunable(model: nn.Module) -> list[str]:
@@ -117,11 +116,12 @@ class Mask(dict):
     def equal(self, other: Mask) -> bool:
         return set(self) == set(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, packed: Mapping[str, torch.Tensor] | None = None) -> str:
+        """SHA-256 over the names and bit-packed masks (``packed``: those bytes, when already made)."""
         h = hashlib.sha256()
         for n in sorted(self):
             h.update(n.encode())
-            h.update(pack_bits(self[n]).numpy().tobytes())
+            h.update((packed[n] if packed is not None else pack_bits(self[n])).numpy())
         return h.hexdigest()
 
     # --- models -----------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class Mask(dict):
         tensors = {n: pack_bits(m) for n, m in self.items()}
         meta = {"kind": "mask", "format_version": MASK_FORMAT_VERSION,
                 "shapes": {n: list(m.shape) for n, m in self.items()},
-                "sha256": self.fingerprint(), **(extra_meta or {})}
+                "sha256": self.fingerprint(tensors), **(extra_meta or {})}
         save_tensors(path, tensors, meta)
 
     @classmethod

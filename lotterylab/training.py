@@ -137,6 +137,7 @@ def task_loss(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> to
 
 
 @torch.no_grad()
+@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> dict:
     """Mean loss (:func:`task_loss`) and accuracy on a split; a regression split has no accuracy (NaN,
     written as null)."""

@@ -247,3 +247,31 @@ def test_sparse_compact_layers_equal_the_masked_source_and_save_and_load(case, t
     xg = x[:2].clone().requires_grad_(True)
     small(xg).sum().backward()
     assert xg.grad is not None and torch.allclose(small(xg).detach(), got[:2], rtol=1e-9, atol=1e-12)
+
+
+def test_compiled_mask_scan_and_merge_are_the_tensor_routes_bit_for_bit():
+    """The compiled passes of the MLP build (``_compact_kernels``) give exactly what tensor indexing and
+    unique + index_add_ give: the same entries in the same order, the same float64 sums."""
+    from lotterylab._compact_kernels import merge_rows
+    from lotterylab.compact import _row_entries
+
+    g = torch.Generator().manual_seed(3)
+    for density in (0.02, 0.3, 0.9):
+        m = torch.rand(60, 90, generator=g) < density
+        rows = torch.tensor(sorted(set(torch.randint(0, 60, (40,), generator=g).tolist())))
+        cols = torch.tensor(sorted(set(torch.randint(0, 90, (50,), generator=g).tolist())))
+        colpos = torch.full((90,), -1, dtype=torch.long)
+        colpos[cols] = torch.arange(len(cols))
+        r, c = _row_entries(m, rows, colpos)
+        r0, c0 = m[rows][:, cols].nonzero(as_tuple=True)
+        assert torch.equal(r, r0) and torch.equal(c, c0)
+        P = 7  # merge: per row, entries of a channel summed in entry order
+        ch = torch.randint(0, P, (len(r0),), generator=g)
+        v = torch.randn(len(r0), generator=g, dtype=torch.float64)
+        key, inverse = torch.unique(r0 * P + ch, sorted=True, return_inverse=True)
+        want = torch.zeros(len(key), dtype=torch.float64).index_add_(0, inverse, v)
+        indptr = torch.zeros(len(rows) + 1, dtype=torch.long)
+        indptr[1:] = torch.bincount(r0, minlength=len(rows)).cumsum(0)
+        ptr, got_ch, got = merge_rows(indptr.numpy(), ch.numpy(), v.numpy(), P)
+        assert torch.equal(torch.from_numpy(got), want) and torch.equal(torch.from_numpy(got_ch), key % P)
+        assert torch.equal(torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(ptr).diff()), key // P)

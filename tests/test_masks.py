@@ -21,6 +21,11 @@ def test_pack_roundtrip_odd_sizes():
         assert torch.equal(unpack_bits(pack_bits(m), (n,)), m)
     with pytest.raises(FileFormatError):
         unpack_bits(torch.zeros(3, dtype=torch.uint8), (100,))
+    # the file layout: 8 entries per byte, the first the most significant bit, the last byte zero-padded
+    bits = torch.tensor([1, 0, 0, 0, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
+    assert pack_bits(bits).tolist() == [0b10000011, 0b01000000]
+    assert torch.equal(unpack_bits(torch.tensor([0b10000011, 0b01000000], dtype=torch.uint8), (2, 5)),
+                       bits.view(2, 5))
 
 
 def test_density_sparsity_report():

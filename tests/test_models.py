@@ -45,3 +45,18 @@ def test_rebuild_from_arch_and_errors():
         models.create("lenet5", bogus=1)
     with pytest.raises(ValueError, match="too small"):
         models.create("vgg16", input_shape=(3, 8, 8))
+
+
+def test_models_are_built_without_torch_init_and_drawn_whole():
+    """create() allocates parameters without torch's default init (lotterylab's init draws every one):
+    the result is the same network as building normally and drawing over it, BatchNorm statistics
+    at their defaults."""
+    from lotterylab.init import initialize
+
+    for name in ("lenet_300_100", "resnet20", "vgg11"):
+        m = models.create(name, "relu", seed=3)
+        ref = models._REGISTRY[name][0]("relu", tuple(m.lotterylab_arch["input_shape"]), 10)
+        initialize(ref, m.lotterylab_init, 3)
+        assert [n for n, _ in m.named_parameters()] == [n for n, _ in ref.named_parameters()]
+        for (n, a), b in zip(m.state_dict().items(), ref.state_dict().values()):
+            assert torch.equal(a, b), n

@@ -11,7 +11,6 @@ sample (bias correction, compensation) plug in as hooks.
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import torch
 
@@ -54,7 +53,6 @@ class Engine:
                       "zero_weights": 0}
         self.ledgers: dict[int, Ledger] = {}  # source layer index -> what its rows realise
         self._tab_cache: dict[tuple, tuple[torch.Tensor, tuple]] = {}  # -> (list lengths, tables)
-        self.version = Counter()  # source layer -> how often its solutions changed (refinement caches check it)
         self.stamps = 0  # rows touched so far (ledger.stamp)
 
     def new_ledger(self, C: SourceLayer, n_in: int, tl: int, product: bool) -> Ledger:
@@ -62,11 +60,14 @@ class Engine:
         self.ledgers[C.index].fit(C.W.shape[0])
         return self.ledgers[C.index]
 
-    def touch(self, C: SourceLayer, rows: torch.Tensor) -> None:
-        """Rows of C whose selection changes now: the layer's version and the rows' stamps move."""
-        self.version[C.index] += 1
+    def touch(self, C: SourceLayer, rows: torch.Tensor, weights: bool = True) -> None:
+        """Rows of C whose selection changes now: their stamps move (``weights=False``: only their
+        biases change, so their pre-activations stay)."""
         self.stamps += 1
-        self.ledgers[C.index].stamp[rows] = self.stamps
+        led = self.ledgers[C.index]
+        led.stamp[rows] = self.stamps
+        if weights:
+            led.wstamp[rows] = self.stamps
 
     def fit(self, C: SourceLayer) -> None:
         self.ledgers[C.index].fit(C.W.shape[0])
@@ -186,7 +187,9 @@ class Engine:
         if len(crow) == 0:
             raise ConstructionError(f"source layer {P.index} has no usable constant neuron; raise rho_b")
         tc = C.centre  # constants reach the bias through one tap that is inside the image everywhere
-        w = C.W[rows][:, crow, tc].double().cpu()
+        # (the constants' columns only: C.W[rows] first copied whole rows, 0.6 GB for the demo's first layer)
+        dev = C.W.device
+        w = C.W[rows.to(dev).view(-1, 1), crow.to(dev).view(1, -1), tc].double().cpu()
         if multi_scale and len(crow) > subsetsum.MAX_N:
             sel, total, ok = two_stage(self.run, w * kappa, kappa, targets, self.cfg.eps_for(inf.tl))
         else:
@@ -200,7 +203,7 @@ class Engine:
         inf.bias_err[rows] = (total - true_targets).abs()
         inf.bias_real[rows] = total
         inf.bias_ok[rows] = ok
-        self.touch(C, rows)
+        self.touch(C, rows, weights=False)  # (the constants' columns: no copy row reads them)
         return ok
 
     def settle_pairs(self, C: SourceLayer, P: SourceLayer, r: torch.Tensor, u: torch.Tensor) -> None:

@@ -29,6 +29,7 @@ class Ledger:
     shift: torch.Tensor      # [R, n_in, 2, T] compensation: shift of each side's subset-sum target
     mom: torch.Tensor        # [R, n_in, 2, T] moment matching: the realised higher-moment components
     stamp: torch.Tensor      # [R] when the row's selection (weights or bias) last changed (refinement caches)
+    wstamp: torch.Tensor     # [R] when the row's weights last changed (stored pre-activations hold until then)
     bufs: dict = field(default_factory=dict, repr=False, compare=False)  # field -> its storage with spare rows
 
     @classmethod
@@ -38,7 +39,7 @@ class Ledger:
 
         return cls(tl, product, torch.full((0,), -1, dtype=torch.long), z(n_in, taps), z(n_in, taps),
                    z(n_in, taps), z(n_in, dtype=torch.bool), z(), z(dtype=torch.bool), z(), z(n_in, 2, taps), z(n_in, 2, taps),
-                   z(dtype=torch.long))
+                   z(dtype=torch.long), z(dtype=torch.long))
 
     @property
     def n_in(self) -> int:

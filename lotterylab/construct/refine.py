@@ -45,36 +45,51 @@ class BiasCorrection:
         self.target_outputs = e.t.forward(sample)
         self._out_cache: dict[int, tuple] = {}  # layer -> (rows, their stamps, inputs' generations, output)
         self._gen: Counter = Counter()  # layer -> how often rows of its cached output changed
-        self._pre_kept: dict[int, tuple] = {}  # source layer -> (validity key, rows, pre-activation)
+        self._store: dict[int, list] = {}  # source layer -> [(input generation, rows, their wstamps, pre-activation)]
         self._target_pre: dict[int, torch.Tensor] = {}
         self.max_shift: dict[int, float] = {}  # target layer -> largest |correction| of its rows
 
-    def pre(self, C: SourceLayer, rows: torch.Tensor, keep: bool = False) -> torch.Tensor:
+    def pre(self, C: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
         """Realised pre-activation (without bias) of ``rows`` of C on the sample.
 
-        ``keep``: remember it for the next call with the same rows while C's solutions and the layers
-        it reads are unchanged (a bias solve's shift, then the layer's output: one float64 pass, not two).
+        Computed rows are stored until C's output is next computed (which takes them from here): a
+        bias solve's shift and then the layer's output are one float64 pass, not two, and so are the
+        rows growth appends one call at a time (the demo's two wide layers were computed twice:
+        ~1.7 s). A stored row holds while its weights (``Ledger.wstamp``) and the output it reads
+        (its generation) are unchanged.
         """
         e = self.e
+        inf = e.ledgers[C.index]
         P = e.src.layers[C.reads]
-        # what the result depends on: C's solutions, and the output it reads (a product layer reads
-        # through P's input: constant rows added to P change nothing; a copy layer reads P itself)
-        if e.ledgers[C.index].product:
-            read = P.reads
-            key = (e.version[C.index], e.version[read], e.src.layers[read].R if read >= 0 else -1)
-        else:
-            key = (e.version[C.index], e.version[P.index], P.R)
-        hit = self._pre_kept.get(C.index)
-        valid = hit is not None and hit[0] == key
-        if valid and torch.equal(hit[1], rows):
-            if not keep:  # the layer's output has its own cache from here on
-                del self._pre_kept[C.index]
-            return hit[2]
-        z = self._pre(C, P, rows)  # (a bias retry on a few rows keeps the entry of all rows)
-        if not valid:
-            self._pre_kept.pop(C.index, None)
-            if keep:
-                self._pre_kept[C.index] = (key, rows.clone(), z)
+        dep = P.reads if inf.product else P.index  # (a product layer reads through P's input)
+        if dep >= 0:
+            self.out(dep)  # up to date first: its generation says whether stored rows still hold
+        gen = self._gen[dep]
+        chunks = [ch for ch in self._store.get(C.index, []) if ch[0] == gen]
+        where = torch.full((C.R,), -1, dtype=torch.long)  # row -> chunk holding it, newest wins
+        for i, (_, r, w, _) in enumerate(chunks):
+            fresh = inf.wstamp[r] == w
+            where[r[fresh]] = i
+        src = where[rows]
+        if len(chunks) and bool((src == src[0]).all()) and int(src[0]) >= 0:
+            r = chunks[int(src[0])][1]
+            if torch.equal(r, rows):  # (a bias retry, or the output of rows just shifted: no copy)
+                return chunks[int(src[0])][3]
+        need = (src < 0).nonzero().flatten()
+        z_new = self._pre(C, P, rows[need]) if len(need) else None
+        if z_new is not None:
+            chunks.append((gen, rows[need].clone(), inf.wstamp[rows[need]].clone(), z_new))
+        self._store[C.index] = chunks
+        if len(need) == len(rows):
+            return z_new
+        z = torch.empty(z_new.shape[0] if z_new is not None else chunks[0][3].shape[0], len(rows),
+                        *chunks[0][3].shape[2:], dtype=chunks[0][3].dtype)
+        if z_new is not None:
+            z[:, need] = z_new
+        for i, (_, r, _, zc) in enumerate(chunks[:-1] if z_new is not None else chunks):
+            at = (src == i).nonzero().flatten()
+            if len(at):
+                z[:, at] = zc[:, _positions(r, rows[at])]
         return z
 
     def _pre(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
@@ -141,6 +156,7 @@ class BiasCorrection:
         if hit is not None and (changed is None or len(changed)):
             self._gen[k] += 1  # rows that readers may have used changed
         self._out_cache[k] = (L.R, inf.stamp[:L.R].clone(), gens, z)
+        self._store.pop(k, None)  # (its rows are in the output now)
         return z
 
     def _deps(self, k: int) -> tuple[int, ...]:
@@ -159,11 +175,18 @@ class BiasCorrection:
             self._target_pre[tl] = linear_part(self.x if src < 0 else self.target_outputs[src], e.t.w3(tl),
                                                layer_shape(e.t, tl)["geo"])
         z_t = self._target_pre[tl]
-        z = self.pre(C, rows, keep=True)
+        z = self.pre(C, rows)
         d = z - z_t[:, inf.neuron[rows]]
         shift = d.transpose(0, 1).reshape(len(rows), -1).mean(1)
         self.max_shift[tl] = max(self.max_shift.get(tl, 0.0), float(shift.abs().max()))
         return shift
+
+
+def _positions(r: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Where each of ``rows`` sits in ``r`` (every one of them is there)."""
+    at = torch.full((int(torch.maximum(r.max(), rows.max())) + 1,), -1, dtype=torch.long)
+    at[r] = torch.arange(len(r))
+    return at[rows]
 
 
 def patches(x: torch.Tensor, geo: dict, limit: int, seed: int) -> torch.Tensor:

@@ -132,23 +132,89 @@ def test_bias_correction_outputs_kept_through_growth_equal_a_fresh_pass(monkeypa
     """The correction keeps each layer's realised output and recomputes only rows that growth added or
     a re-solve changed (stamps). Every output it hands out during a construction that grows equals one
     computed afresh from the selection at that moment. (A version that recomputed only appended rows
-    handed out three stale rows here, 0.95 off.)"""
+    handed out three stale rows here, 0.95 off.) Pre-activations are stored from a bias solve's shift
+    until the layer's output takes them: every one handed out equals a fresh one too, and stored rows
+    were in fact reused."""
     from lotterylab.construct import refine
 
     kept_out, checked = refine.BiasCorrection.out, []
+    kept_pre, kept_inner = refine.BiasCorrection.pre, refine.BiasCorrection._pre
+    asked, computed = [0], [0]
 
     def out(self, k):
         z = kept_out(self, k)
-        if k >= 0:
+        if k >= 0 and not getattr(self, "fresh", False):  # (a fresh pass computes everything anew)
             fresh = refine.BiasCorrection.__new__(refine.BiasCorrection)
-            fresh.__dict__.update(self.__dict__, _out_cache={}, _pre_kept={}, _gen=refine.Counter())
+            fresh.__dict__.update(self.__dict__, _out_cache={}, _store={}, _gen=refine.Counter(), fresh=True)
             assert torch.allclose(z, kept_out(fresh, k), rtol=0, atol=1e-10), k
             checked.append(k)
         return z
 
+    def inner(self, C, P, rows):
+        computed[0] += 0 if getattr(self, "fresh", False) else len(rows)
+        return kept_inner(self, C, P, rows)
+
+    def pre(self, C, rows):
+        z = kept_pre(self, C, rows)
+        if getattr(self, "fresh", False):
+            return z
+        asked[0] += len(rows)
+        fresh = kept_inner(self, C, self.e.src.layers[C.reads], rows)
+        assert torch.allclose(z, fresh, rtol=0, atol=1e-10), C.index
+        return z
+
     monkeypatch.setattr(refine.BiasCorrection, "out", out)
+    monkeypatch.setattr(refine.BiasCorrection, "_pre", inner)
+    monkeypatch.setattr(refine.BiasCorrection, "pre", pre)
     calib = torch.rand(16, *SHAPE, generator=torch.Generator().manual_seed(0))
     ticket = ll.construct(small_resnet("relu", steps=60), mode="L+1", eps_param=0.01, input_shape=SHAPE,
                           calibration=calib, seed=0, copy_scale=0.3)
     assert ticket.report["subset_sum"]["neurons_added"] > 0  # growth happened: rows were appended
     assert len(set(checked)) >= 3
+    assert computed[0] < asked[0]  # stored rows were handed out instead of recomputed
+
+
+def test_stored_preactivations_are_dropped_when_their_weights_or_inputs_change(monkeypatch):
+    """A stored pre-activation holds only while its row's weights (wstamp) and the output it reads (its
+    generation) are unchanged: after a re-solve of the row, or of a row of the layer below that it
+    reads, pre() hands out the new value, equal to a fresh one."""
+    from lotterylab.construct import engine, refine
+
+    kept, seen = engine.Engine.solve_biases, []
+
+    def flip(e, L, row, cols):
+        """Drop one kept weight of ``row`` among ``cols`` (as a re-solve would change it), touching the row."""
+        on = L.mW[row][cols].nonzero()[0]
+        at = (row, int(cols[on[0]]), int(on[1]))
+        L.mW[at] = False
+        e.touch(L, torch.tensor([row]))
+        return at
+
+    def solve_biases(self, C, P, rows):
+        ok = kept(self, C, P, rows)
+        bc, inf = self.correction, self.ledgers[C.index]
+        if bc is None or inf.product or P.index not in self.ledgers or seen:
+            return ok
+        r = rows[:1]
+        z0 = bc.pre(C, r).clone()  # stored by the shift just taken
+        at = flip(self, C, int(r), P.copy_row_index())  # the row's own weights change (a re-solve)
+        z1 = bc.pre(C, r)
+        assert torch.equal(z1, refine.BiasCorrection._pre(bc, C, P, r)) and not torch.equal(z0, z1)
+        C.mW[at] = True
+        self.touch(C, r)
+        z0 = bc.pre(C, r).clone()
+        reads = P.copy_row_index()[C.mW[int(r)][P.copy_row_index()].any(1)]
+        led = self.ledgers[P.index]
+        led.bias_real[reads[0]] += 0.5  # the realised bias of a row it reads changes (a re-solve)
+        self.touch(P, reads[:1], weights=False)
+        z1 = bc.pre(C, r)
+        assert torch.equal(z1, refine.BiasCorrection._pre(bc, C, P, r)) and not torch.equal(z0, z1)
+        led.bias_real[reads[0]] -= 0.5
+        self.touch(P, reads[:1], weights=False)
+        seen.append(C.index)
+        return ok
+
+    monkeypatch.setattr(engine.Engine, "solve_biases", solve_biases)
+    calib = torch.rand(64, 4, generator=torch.Generator().manual_seed(0))
+    ll.construct(trained_mlp("relu"), mode="L+1", eps_param=0.05, seed=0, domain=(0.0, 1.0), calibration=calib)
+    assert seen  # the checks ran (on a copy layer that reads a solved layer)
