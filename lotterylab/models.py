@@ -333,7 +333,8 @@ def _build_uninitialised(builder, activation: str, shape: tuple, num_classes: in
         return builder(activation, shape, num_classes, **kwargs)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
     in_norms = {id(b) for m in norms for b in m.buffers(recurse=False)}
-    if any(id(b) not in in_norms for b in model.buffers()):
+    plain = any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())
+    if plain or any(id(b) not in in_norms for b in model.buffers()):  # (tensors we could not restore)
         return builder(activation, shape, num_classes, **kwargs)
     made: dict[int, nn.Parameter] = {}  # (a parameter shared by two modules stays shared)
     for m in model.modules():  # (by hand: the first Module.to_empty of a process took 0.7 s)

@@ -60,3 +60,28 @@ def test_models_are_built_without_torch_init_and_drawn_whole():
         assert [n for n, _ in m.named_parameters()] == [n for n, _ in ref.named_parameters()]
         for (n, a), b in zip(m.state_dict().items(), ref.state_dict().values()):
             assert torch.equal(a, b), n
+
+
+def test_modules_with_state_beyond_parameters_are_built_as_usual():
+    """A builder whose module holds a buffer other than BatchNorm's, or a plain tensor, cannot be
+    restored from the meta device: it is built normally, its state intact."""
+    from torch import nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+            self.register_buffer("offset", torch.full((2,), 0.5))
+            self.scale = torch.tensor(2.0)
+
+    for keep in ("offset", "scale"):
+        def build(act, shape, classes, keep=keep):
+            m = Scaled()
+            if keep == "scale":
+                del m._buffers["offset"]
+            else:
+                del m.scale
+            return m
+        m = models._build_uninitialised(build, "relu", (1, 1, 3), 2, {})
+        assert not any(t.is_meta for t in [*m.parameters(), *m.buffers()])
+        assert (torch.equal(m.offset, torch.full((2,), 0.5)) if keep == "offset" else float(m.scale) == 2.0)
