@@ -136,8 +136,8 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
                                   f"{name!r}; use ticket.network()")
     widths, acts = ticket.arch["kwargs"]["widths"], ticket.arch["kwargs"]["acts"]
     L = len(widths) - 1
-    M = [ticket.masks[f"linears.{k}.weight"].bool() for k in range(L)]
-    B = [ticket.masks[f"linears.{k}.bias"].bool() for k in range(L)]
+    M = [ticket.masks[f"linears.{k}.weight"].bool().cpu() for k in range(L)]
+    B = [ticket.masks[f"linears.{k}.bias"].bool().cpu() for k in range(L)]
     # backwards: a neuron is used if a used neuron of the next layer keeps an edge from it
     used = [None] * L
     used[L - 1] = torch.ones(widths[-1], dtype=torch.bool)

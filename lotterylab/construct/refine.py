@@ -65,6 +65,8 @@ class BiasCorrection:
         if dep >= 0:
             self.out(dep)  # up to date first: its generation says whether stored rows still hold
         gen = self._gen[dep]
+        if len(rows) == 0:
+            return self._pre(C, P, rows)
         chunks = [ch for ch in self._store.get(C.index, []) if ch[0] == gen]
         where = torch.full((C.R,), -1, dtype=torch.long)  # row -> chunk holding it, newest wins
         for i, (_, r, w, _) in enumerate(chunks):
