@@ -69,9 +69,10 @@ class BiasCorrection:
             return self._pre(C, P, rows)
         chunks = [ch for ch in self._store.get(C.index, []) if ch[0] == gen]
         where = torch.full((C.R,), -1, dtype=torch.long)  # row -> chunk holding it, newest wins
+        slot = torch.full((C.R,), -1, dtype=torch.long)  # ... and its place in that chunk
         for i, (_, r, w, _) in enumerate(chunks):
-            fresh = inf.wstamp[r] == w
-            where[r[fresh]] = i
+            fresh = (inf.wstamp[r] == w).nonzero().flatten()
+            where[r[fresh]], slot[r[fresh]] = i, fresh
         src = where[rows]
         if len(chunks) and bool((src == src[0]).all()) and int(src[0]) >= 0:
             r = chunks[int(src[0])][1]
@@ -84,14 +85,14 @@ class BiasCorrection:
         self._store[C.index] = chunks
         if len(need) == len(rows):
             return z_new
-        z = torch.empty(z_new.shape[0] if z_new is not None else chunks[0][3].shape[0], len(rows),
-                        *chunks[0][3].shape[2:], dtype=chunks[0][3].dtype)
+        ref = chunks[0][3]  # (some row was stored: chunks is not empty)
+        z = torch.empty(ref.shape[0], len(rows), *ref.shape[2:], dtype=ref.dtype)
         if z_new is not None:
             z[:, need] = z_new
-        for i, (_, r, _, zc) in enumerate(chunks[:-1] if z_new is not None else chunks):
+        for i, (_, _, _, zc) in enumerate(chunks[:-1] if z_new is not None else chunks):
             at = (src == i).nonzero().flatten()
             if len(at):
-                z[:, at] = zc[:, _positions(r, rows[at])]
+                z[:, at] = zc[:, slot[rows[at]]]
         return z
 
     def _pre(self, C: SourceLayer, P: SourceLayer, rows: torch.Tensor) -> torch.Tensor:
@@ -182,13 +183,6 @@ class BiasCorrection:
         shift = d.transpose(0, 1).reshape(len(rows), -1).mean(1)
         self.max_shift[tl] = max(self.max_shift.get(tl, 0.0), float(shift.abs().max()))
         return shift
-
-
-def _positions(r: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Where each of ``rows`` sits in ``r`` (every one of them is there)."""
-    at = torch.full((int(torch.maximum(r.max(), rows.max())) + 1,), -1, dtype=torch.long)
-    at[r] = torch.arange(len(r))
-    return at[rows]
 
 
 def patches(x: torch.Tensor, geo: dict, limit: int, seed: int) -> torch.Tensor:
