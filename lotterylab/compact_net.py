@@ -256,17 +256,17 @@ def compact_net(ticket, dtype=torch.float64, fold: bool = True, sparse: bool = T
             W = torch.zeros(len(W), n_in + 1, span, dtype=torch.float64).index_add_(1, slot, W3)
             W = W[:, :n_in].reshape(len(W), -1)
         taps = W.shape[1] // max(n_in, 1)
+        if op["op"] == "conv":
+            W = W.view(len(b), n_in, *op["kernel"])
         if op["op"] == "conv" and sparse and sparse_wins(int(W.count_nonzero()), len(b), n_in, taps, op["stride"], dtype):
-            mod = SparseConv2d(W.view(len(b), n_in, *op["kernel"]), b, op["padding"])
-        elif op["op"] == "conv":
-            mod = nn.Conv2d(n_in, len(b), tuple(op["kernel"]), tuple(op["stride"]), tuple(op["padding"]),
-                            dtype=torch.float64)  # (folded weights are float64 products: never via float32)
-            with torch.no_grad():
-                mod.weight.copy_(W.view(len(b), n_in, *op["kernel"]))
-                mod.bias.copy_(b)
+            mod = SparseConv2d(W, b, op["padding"])
         else:
-            mod = nn.Linear(W.shape[1], len(b), dtype=torch.float64)
-            with torch.no_grad():
+            if op["op"] == "conv":
+                mod = nn.Conv2d(n_in, len(b), tuple(op["kernel"]), tuple(op["stride"]), tuple(op["padding"]),
+                                dtype=torch.float64)
+            else:
+                mod = nn.Linear(W.shape[1], len(b), dtype=torch.float64)
+            with torch.no_grad():  # (folded weights are float64 products: never via float32)
                 mod.weight.copy_(W)
                 mod.bias.copy_(b)
         layers.append(mod.to(dtype).requires_grad_(False))
