@@ -188,8 +188,10 @@ def _row_entries(m: torch.Tensor, rows: torch.Tensor, colpos: torch.Tensor) -> t
     """Entries of the bool matrix m in ``rows`` whose column has ``colpos >= 0``, row-major, as
     (position in ``rows``, colpos of the column)."""
     from ._compact_kernels import row_entries
+    from .threads import numba_threads
 
-    indptr, pos = row_entries(m.contiguous().numpy(), rows.numpy(), colpos.numpy())
+    with numba_threads():  # (torch's thread count holds)
+        indptr, pos = row_entries(m.contiguous().numpy(), rows.numpy(), colpos.numpy())
     indptr, pos = torch.from_numpy(indptr), torch.from_numpy(pos)
     return torch.repeat_interleave(torch.arange(len(rows)), indptr.diff()), pos
 
@@ -224,10 +226,12 @@ def _fold_first(entries: list, act: str) -> None:
     # the copies of one (input, side) merge: sum their weights per (row, channel), in row-major order
     # (one compiled pass over the rows, which come sorted; unique + index_add_ was 1.4 s of the demo's)
     from ._compact_kernels import merge_rows
+    from .threads import numba_threads
 
     indptr = torch.zeros(n1 + 1, dtype=torch.long)
     indptr[1:] = torch.bincount(r1, minlength=n1).cumsum(0)
-    ptr, ch, v = merge_rows(indptr.numpy(), channel[c1].numpy(), (w * a_row[c1].abs()).numpy(), len(pairs))
+    with numba_threads():
+        ptr, ch, v = merge_rows(indptr.numpy(), channel[c1].numpy(), (w * a_row[c1].abs()).numpy(), len(pairs))
     ptr = torch.from_numpy(ptr)
     rows = torch.repeat_interleave(torch.arange(n1), ptr.diff())
     entries[1] = [rows, torch.from_numpy(ch), torch.from_numpy(v), (n1, len(pairs)), b1]

@@ -275,3 +275,17 @@ def test_compiled_mask_scan_and_merge_are_the_tensor_routes_bit_for_bit():
         ptr, got_ch, got = merge_rows(indptr.numpy(), ch.numpy(), v.numpy(), P)
         assert torch.equal(torch.from_numpy(got), want) and torch.equal(torch.from_numpy(got_ch), key % P)
         assert torch.equal(torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(ptr).diff()), key // P)
+
+
+def test_building_a_compact_mlp_keeps_the_thread_count(tmp_path):
+    """The compiled passes run on torch's thread count and leave it as set: in a fresh process whose
+    first numba launch is theirs, an unguarded launch raises torch's count to the number of cores."""
+    import subprocess
+    import sys
+
+    ll.construct(trained_mlp("relu"), **CASES["2L paper"]).save(tmp_path / "t.safetensors")
+    code = ("import torch, lotterylab as ll; torch.set_num_threads(1); "
+            f"ll.load_ticket({str(tmp_path / 't.safetensors')!r}, verify_source=False).compact(); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "1"
