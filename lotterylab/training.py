@@ -31,6 +31,7 @@ from .data import DataSplits, Split
 from .hparams import parse_steps, run_hash, to_dict
 from .io import FileFormatError, load_state_into, load_tensors, need, read_json, save_tensors, write_json
 from .masks import Mask
+from .optimizers import LeanStep, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
 
 CHECKPOINT = "checkpoint.safetensors"
 RESULT = "result.json"
@@ -79,27 +80,6 @@ class Callback:
 
     def load_state(self, meta: dict, tensors: dict[str, torch.Tensor], path) -> None:
         pass
-
-
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    """The configured optimizer, in torch's fused implementation where the device has one.
-
-    Why fused: the default CPU Adam computes ``sqrt(exp_avg_sq)`` with a vector kernel that is
-    ~6x slower on zeros than on normal numbers, and a mask keeps the state of every pruned entry at
-    exactly zero; the fused kernel has no such slow path (masked training 1.6x -> ~1.1x the
-    unmasked time on LeNet-300-100).
-    """
-    params = list(params)
-    kinds = {"sgd": lambda **kw: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                                  weight_decay=cfg.weight_decay, **kw),
-             "adam": lambda **kw: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw),
-             "adamw": lambda **kw: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)}
-    if cfg.optimizer not in kinds:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or adamw")
-    try:
-        return kinds[cfg.optimizer](fused=True)
-    except (RuntimeError, TypeError, ValueError):  # device or torch version without a fused kernel
-        return kinds[cfg.optimizer]()
 
 
 def lr_factor(cfg: TrainConfig, it: int, total: int, per_epoch: int) -> float:
@@ -315,6 +295,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
     # from the config, not the param groups: after a resume those hold the checkpoint's scheduled
     # rate, and the schedule factor would be applied twice (a resumed cosine run trained differently)
     base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    step = LeanStep(optimizer)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -337,7 +318,8 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
         f = lr_factor(cfg, loop.iteration, total, per_epoch)
         for g, lr in zip(optimizer.param_groups, base_lrs):
             g["lr"] = lr * f
-        optimizer.zero_grad(set_to_none=True)
+        for p in params:  # (optimizer.zero_grad(set_to_none=True) without its profiler record)
+            p.grad = None
         loss = task_loss(model(x), y)
         loss.backward()
         for cb in callbacks:
@@ -346,7 +328,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig | None = None, ma
             grads = [p.grad for p in masked if p.grad is not None]
             if len(grads) == len(masked):
                 torch._foreach_mul_(grads, mask_values)
-        optimizer.step()
+        step()
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(masked, mask_values)
