@@ -77,6 +77,8 @@ def to_ticket(e, cert: Certificate, history: list, mode: str, eps, eps_param, wa
         "parameters": {"target": t.num_parameters(), "source": src_params, "ticket": kept,
                        "source_per_target": src_params / t.num_parameters(),
                        "ticket_per_target": kept / t.num_parameters()},
+        # instances: subset sums the solver ran, re-solves included (after growth; a bias solved in two
+        # stages counts twice), so the count measures the solver's work, not the target's entries
         "subset_sum": {"instances": e.stats["instances"], "zero_weights_skipped": e.stats["zero_weights"],
                        "failed_first_try": e.stats["failed_first_try"],
                        "unresolved": e.stats["unresolved"], "neurons_added": src.grown,

@@ -100,9 +100,12 @@ class RandomSource:
         k = len(self.layers)
         reads = k - 1 if reads is None else reads
         self.readers.setdefault(reads, []).append(k)
+        # a third spare in both dimensions, uninitialised: growth then rarely reallocates (the demo's
+        # 0.8 GB product layer was copied twice, ~1 s), and untouched pages cost no memory
+        cap = (rows + rows // 3, cols + cols // 3, taps)
         L = SourceLayer(k, float(w_scale), float(b_scale), act,
-                   Wbuf=torch.empty(rows, cols, taps, device=self.device), b=torch.empty(0, device=self.device),
-                   mWbuf=torch.zeros(rows, cols, taps, dtype=torch.bool, device=self.device),
+                   Wbuf=torch.empty(cap, device=self.device), b=torch.empty(0, device=self.device),
+                   mWbuf=torch.empty(cap, dtype=torch.bool, device=self.device),
                    mb=torch.zeros(0, dtype=torch.bool, device=self.device), R=0, C=cols, prefix=self.prefix, geo=geo,
                    post=list(post or []), centre=centre, input_layer=None if reads == k - 1 else reads, init=init)
         self.layers.append(L)
