@@ -2,8 +2,10 @@
 
 One pass over the kept rows of a layer's bool mask lists the entries whose column is wanted
 (inputs that are live, or constant neurons), row-major, as CSR (row pointers and the columns'
-positions). Tensor indexing did the same in five passes over the 203M-entry mask of the demo's
-ticket. Two parallel passes (count, then fill at each row's offset) keep the order fixed.
+positions), with each entry's row and, for grid-addressed uniform sources, its source value drawn
+on the spot. Tensor indexing did the same in five passes over the 203M-entry mask of the demo's
+ticket, then gathered rows, columns and addresses for the draw in four more over the 14.6M
+entries. Two parallel passes (count, then fill at each row's offset) keep the order fixed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,34 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._rng_kernels import _fmix32, _mulmod32
+
+_M32 = 0xFFFFFFFF
+
 
 @njit(cache=True, parallel=True)
-def row_entries(M, rows, colpos):
-    """Entries (rows[i], c) of the bool matrix M with colpos[c] >= 0, row by row: returns
-    (indptr [len(rows) + 1], colpos of each entry in column order)."""
+def used_columns(W, rows):
+    """OR of the rows ``rows`` of W (a bool matrix's bytes as uint64 words, 8 columns per word):
+    which columns any of those rows keeps, without copying the rows out."""
+    C = W.shape[1]
+    out = np.zeros(C, np.uint64)
+    B = 512
+    for b in prange((C + B - 1) // B):  # column blocks: each thread owns its columns
+        c1 = min(C, (b + 1) * B)
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            for c in range(b * B, c1):
+                out[c] |= W[r, c]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def row_entries(M, rows, colpos, compress, draw, k0, k1, stride, scale, low):
+    """Entries (rows[i], c) of the bool matrix M with colpos[c] >= 0, row by row. Returns (indptr
+    [len(rows) + 1], colpos of each entry, each entry's row: i, or with ``compress`` its rank among
+    the rows that have entries, and with ``draw`` each entry's float32 value of the grid-addressed
+    uniform stream (keys k0, k1) at rows[i] * stride + c, as :func:`lotterylab.rng.uniform_at`
+    computes it; else an empty array)."""
     R = rows.shape[0]
     C = M.shape[1]
     counts = np.zeros(R + 1, np.int64)
@@ -26,45 +51,62 @@ def row_entries(M, rows, colpos):
             if M[r, c] and colpos[c] >= 0:
                 n += 1
         counts[i + 1] = n
+    rank = np.cumsum(counts[1:] > 0) - 1
     indptr = np.cumsum(counts)
     out = np.empty(indptr[R], np.int64)
+    row_of = np.empty(indptr[R], np.int64)
+    vals = np.empty(indptr[R] if draw else 0, np.float32)
+    unit = np.float32(2.0**-24)
     for i in prange(R):
         r = rows[i]
         p = indptr[i]
+        who = rank[i] if compress else i
         for c in range(C):
             if M[r, c] and colpos[c] >= 0:
                 out[p] = colpos[c]
+                row_of[p] = who
+                if draw:
+                    v = r * stride + c
+                    h = _fmix32((v & _M32) ^ k1)
+                    h = _fmix32((h + _mulmod32(v >> 32, 0x9E3779B9) + k0) & _M32)
+                    h = _fmix32(h ^ k1)
+                    vals[p] = np.float32(h >> 8) * unit * scale + low
                 p += 1
-    return indptr, out
+    return indptr, out, row_of, vals
 
 
 @njit(cache=True, parallel=True)
-def merge_rows(indptr, ch, vals, P):
-    """Per row, the sum of ``vals`` over the entries of each channel ``ch`` (< P), added in entry order
-    from 0.0 (the order ``index_add_`` adds in); returns (indptr, channels ascending, sums)."""
+def merge_rows(indptr, cols, channel, w, scale, P):
+    """Per row (entries indptr[i]:indptr[i + 1]), the sum of ``w[j] * scale[cols[j]]`` over the entries
+    of each channel ``channel[cols[j]]`` (< P), added in entry order from 0.0 (the order
+    ``index_add_`` adds in); returns (indptr, each sum's row, channels ascending, sums)."""
     R = indptr.shape[0] - 1
     counts = np.zeros(R + 1, np.int64)
     for i in prange(R):
         seen = np.zeros(P, np.bool_)
         n = 0
         for j in range(indptr[i], indptr[i + 1]):
-            if not seen[ch[j]]:
-                seen[ch[j]] = True
+            ch = channel[cols[j]]
+            if not seen[ch]:
+                seen[ch] = True
                 n += 1
         counts[i + 1] = n
     out_ptr = np.cumsum(counts)
+    out_row = np.empty(out_ptr[R], np.int64)
     out_ch = np.empty(out_ptr[R], np.int64)
     out_v = np.empty(out_ptr[R], np.float64)
     for i in prange(R):
         acc = np.zeros(P, np.float64)
         seen = np.zeros(P, np.bool_)
         for j in range(indptr[i], indptr[i + 1]):
-            acc[ch[j]] += vals[j]
-            seen[ch[j]] = True
+            ch = channel[cols[j]]
+            acc[ch] += w[j] * scale[cols[j]]
+            seen[ch] = True
         p = out_ptr[i]
         for c in range(P):
             if seen[c]:
+                out_row[p] = i
                 out_ch[p] = c
                 out_v[p] = acc[c]
                 p += 1
-    return out_ptr, out_ch, out_v
+    return out_ptr, out_row, out_ch, out_v

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,14 +137,14 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
                                   f"{name!r}; use ticket.network()")
     widths, acts = ticket.arch["kwargs"]["widths"], ticket.arch["kwargs"]["acts"]
     L = len(widths) - 1
-    M = [ticket.masks[f"linears.{k}.weight"].bool().cpu() for k in range(L)]
+    M = [ticket.masks[f"linears.{k}.weight"].bool().cpu().contiguous() for k in range(L)]
     B = [ticket.masks[f"linears.{k}.bias"].bool().cpu() for k in range(L)]
     # backwards: a neuron is used if a used neuron of the next layer keeps an edge from it
     used = [None] * L
     used[L - 1] = torch.ones(widths[-1], dtype=torch.bool)
     for k in range(L - 2, -1, -1):
-        used[k] = M[k + 1][used[k + 1]].any(0)
-    live = M[0][used[0]].any(0).nonzero().flatten()  # the inputs some used neuron reads
+        used[k] = _used_columns(M[k + 1], used[k + 1].nonzero().flatten())
+    live = _used_columns(M[0], used[0].nonzero().flatten()).nonzero().flatten()  # the inputs some used neuron reads
     inputs = live.clone()
     const_idx, const_val = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     entries = []  # per layer: rows, columns, float64 values, shape, bias
@@ -156,44 +157,70 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
         if kb.any():
             b[kb] = _values(ticket, f"{name}.bias", rows[kb], None, (widths[k + 1],)).double()
         if len(const_idx):  # constant neurons below: w * phi(their bias) joins the bias
-            r, c = _row_entries(M[k], rows, _positions(widths[k], const_idx))
+            _, c, r, _ = _row_entries(M[k], rows, _positions(widths[k], const_idx))
             if len(r):
                 w = _values(ticket, f"{name}.weight", rows[r], const_idx[c], shape).double()
                 b.index_add_(0, r, w * const_val[c])
-        r, c = _row_entries(M[k], rows, _positions(widths[k], live))  # (row among rows, position in live)
-        fan_in = _marks(len(rows), r) if k < L - 1 else torch.ones(len(rows), dtype=torch.bool)
+        # (the kept entries; r: row among the rows with a kept input; drawn here where the stream allows)
+        # (the output layer keeps every row, so its rows are not compressed)
+        indptr, c, r, vals = _row_entries(M[k], rows, _positions(widths[k], live), compress=k < L - 1,
+                                          draw=_grid_uniform(ticket, f"{name}.weight"))
+        fan_in = indptr.diff() > 0 if k < L - 1 else torch.ones(len(rows), dtype=torch.bool)
+        indptr = torch.cat([indptr[:1], indptr[1:][fan_in]])  # (row pointers of the kept rows)
         if k < L - 1:  # a used neuron without a kept input is a constant: phi(b)
             act = make_activation(acts[k]).double()
             const_idx, const_val = rows[~fan_in], act(b[~fan_in])
         kept = rows[fan_in]
-        r = _positions(len(rows), fan_in.nonzero().flatten())[r]  # (row among the kept)
-        vals = _values(ticket, f"{name}.weight", kept[r], live[c], shape).double()
-        entries.append([r, c, vals, (len(kept), len(live)), b[fan_in]])
+        if vals is None:
+            vals = _values(ticket, f"{name}.weight", kept[r], live[c], shape)
+        entries.append([r, c, vals.double(), (len(kept), len(live)), b[fan_in], indptr])
         live = kept
     if fold and L > 1:
         _fold_first(entries, acts[0])
-    layers = [CompactLinear(r, c, v.to(dtype), shape, b.to(dtype)) for r, c, v, shape, b in entries]
+    layers = [CompactLinear(r, c, v.to(dtype), shape, b.to(dtype)) for r, c, v, shape, b, _ in entries]
     net = CompactMLP(inputs, layers, list(acts)).eval()
     return net.to(device) if device is not None else net
 
 
-def _marks(n: int, idx: torch.Tensor) -> torch.Tensor:
-    """A length-n bool vector, True at ``idx``."""
-    out = torch.zeros(n, dtype=torch.bool)
-    out[idx] = True
-    return out
+def _used_columns(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Columns of the bool matrix m that any of ``rows`` keeps (``m[rows].any(0)`` without the copy)."""
+    from ._compact_kernels import used_columns
+    from .threads import numba_threads
+
+    a = m.numpy()
+    pad = -a.shape[1] % 8  # (whole uint64 words per row)
+    if pad:
+        a = np.concatenate([a, np.zeros((a.shape[0], pad), np.bool_)], axis=1)
+    with numba_threads():  # (torch's thread count holds)
+        words = used_columns(a.view(np.uint64), rows.numpy())
+    return torch.from_numpy(words.view(np.uint8)[:m.shape[1]] != 0)
 
 
-def _row_entries(m: torch.Tensor, rows: torch.Tensor, colpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _grid_uniform(ticket, name: str) -> tuple | None:
+    """(keys, stride, scale, low) of a grid-addressed uniform parameter, whose kept entries the mask
+    scan draws itself; None for any other distribution."""
+    dist = ticket.init[name]
+    if dist["dist"] != "uniform" or dist.get("address") != "grid":
+        return None
+    return rng._keys(ticket.seed, rng.stream_id(name)), rng.GRID_STRIDE, dist["high"] - dist["low"], dist["low"]
+
+
+def _row_entries(m: torch.Tensor, rows: torch.Tensor, colpos: torch.Tensor, compress: bool = False,
+                 draw: tuple | None = None) -> tuple:
     """Entries of the bool matrix m in ``rows`` whose column has ``colpos >= 0``, row-major, as
-    (position in ``rows``, colpos of the column)."""
+    (row pointers, colpos of each entry's column, its row: position in ``rows``, or with ``compress``
+    among the rows with entries, and with ``draw`` (:func:`_grid_uniform`) the entries' float32
+    source values, else None)."""
     from ._compact_kernels import row_entries
     from .threads import numba_threads
 
+    (k0, k1), stride, scale, low = draw if draw is not None else ((0, 0), 0, 0.0, 0.0)
     with numba_threads():  # (torch's thread count holds)
-        indptr, pos = row_entries(m.contiguous().numpy(), rows.numpy(), colpos.numpy())
-    indptr, pos = torch.from_numpy(indptr), torch.from_numpy(pos)
-    return torch.repeat_interleave(torch.arange(len(rows)), indptr.diff()), pos
+        indptr, pos, row_of, vals = row_entries(m.numpy(), rows.numpy(), colpos.numpy(), compress, draw is not None,
+                                                np.int64(k0), np.int64(k1), np.int64(stride), np.float32(scale),
+                                                np.float32(low))
+    return (torch.from_numpy(indptr), torch.from_numpy(pos), torch.from_numpy(row_of),
+            torch.from_numpy(vals) if draw is not None else None)
 
 
 def _positions(n: int, idx: torch.Tensor) -> torch.Tensor:
@@ -211,7 +238,7 @@ def _fold_first(entries: list, act: str) -> None:
     over the copies of each side (:mod:`lotterylab.compact_net` does the same for convolutions)."""
     from .activations import get
 
-    r0, c0, a, (n0, _), b0 = entries[0]
+    r0, c0, a, (n0, _), b0, _ = entries[0]
     if get(act).kind != "relu_like" or bool(b0.ne(0).any()) or len(r0) != n0 or \
             not torch.equal(torch.bincount(r0, minlength=n0), torch.ones(n0, dtype=torch.long)):
         return
@@ -221,17 +248,16 @@ def _fold_first(entries: list, act: str) -> None:
     pairs, channel = torch.unique(key, return_inverse=True)
     sign = 1.0 - 2.0 * (pairs % 2).double()
     entries[0] = [torch.arange(len(pairs)), pairs // 2, sign, (len(pairs), entries[0][3][1]),
-                  torch.zeros(len(pairs), dtype=torch.float64)]
-    r1, c1, w, (n1, _), b1 = entries[1]
-    # the copies of one (input, side) merge: sum their weights per (row, channel), in row-major order
-    # (one compiled pass over the rows, which come sorted; unique + index_add_ was 1.4 s of the demo's)
+                  torch.zeros(len(pairs), dtype=torch.float64), torch.arange(len(pairs) + 1)]
+    _, c1, w, (n1, _), b1, indptr = entries[1]
+    # the copies of one (input, side) merge: sum their weights times |a| per (row, channel), in
+    # row-major order (one compiled pass over the rows, which come sorted; unique + index_add_ was
+    # 1.4 s of the demo's, the gathers for it 0.5 s more)
     from ._compact_kernels import merge_rows
     from .threads import numba_threads
 
-    indptr = torch.zeros(n1 + 1, dtype=torch.long)
-    indptr[1:] = torch.bincount(r1, minlength=n1).cumsum(0)
     with numba_threads():
-        ptr, ch, v = merge_rows(indptr.numpy(), channel[c1].numpy(), (w * a_row[c1].abs()).numpy(), len(pairs))
-    ptr = torch.from_numpy(ptr)
-    rows = torch.repeat_interleave(torch.arange(n1), ptr.diff())
-    entries[1] = [rows, torch.from_numpy(ch), torch.from_numpy(v), (n1, len(pairs)), b1]
+        ptr, rows, ch, v = merge_rows(indptr.numpy(), c1.numpy(), channel.numpy(), w.numpy(), a_row.abs().numpy(),
+                                      len(pairs))
+    entries[1] = [torch.from_numpy(rows), torch.from_numpy(ch), torch.from_numpy(v), (n1, len(pairs)), b1,
+                  torch.from_numpy(ptr)]

@@ -250,30 +250,40 @@ def test_sparse_compact_layers_equal_the_masked_source_and_save_and_load(case, t
 
 
 def test_compiled_mask_scan_and_merge_are_the_tensor_routes_bit_for_bit():
-    """The compiled passes of the MLP build (``_compact_kernels``) give exactly what tensor indexing and
-    unique + index_add_ give: the same entries in the same order, the same float64 sums."""
+    """The compiled passes of the MLP build (``_compact_kernels``) give exactly what tensor indexing,
+    the generator and unique + index_add_ give: the same entries in the same order, the same drawn
+    values, the same float64 sums."""
+    from lotterylab import rng
     from lotterylab._compact_kernels import merge_rows
-    from lotterylab.compact import _row_entries
+    from lotterylab.compact import _row_entries, _used_columns
 
     g = torch.Generator().manual_seed(3)
-    for density in (0.02, 0.3, 0.9):
-        m = torch.rand(60, 90, generator=g) < density
+    seed, stream, low, high = 5, rng.stream_id("linears.1.weight"), -0.25, 0.25
+    for density, C in ((0.02, 90), (0.3, 96), (0.9, 61)):  # (column counts off and on whole words)
+        m = torch.rand(60, C, generator=g) < density
         rows = torch.tensor(sorted(set(torch.randint(0, 60, (40,), generator=g).tolist())))
-        cols = torch.tensor(sorted(set(torch.randint(0, 90, (50,), generator=g).tolist())))
-        colpos = torch.full((90,), -1, dtype=torch.long)
+        assert torch.equal(_used_columns(m, rows), m[rows].any(0))
+        cols = torch.tensor(sorted(set(torch.randint(0, C, (50,), generator=g).tolist())))
+        colpos = torch.full((C,), -1, dtype=torch.long)
         colpos[cols] = torch.arange(len(cols))
-        r, c = _row_entries(m, rows, colpos)
+        draw = (rng._keys(seed, stream), rng.GRID_STRIDE, high - low, low)
+        indptr, c, r, vals = _row_entries(m, rows, colpos, draw=draw)
         r0, c0 = m[rows][:, cols].nonzero(as_tuple=True)
         assert torch.equal(r, r0) and torch.equal(c, c0)
-        P = 7  # merge: per row, entries of a channel summed in entry order
-        ch = torch.randint(0, P, (len(r0),), generator=g)
-        v = torch.randn(len(r0), generator=g, dtype=torch.float64)
-        key, inverse = torch.unique(r0 * P + ch, sorted=True, return_inverse=True)
-        want = torch.zeros(len(key), dtype=torch.float64).index_add_(0, inverse, v)
-        indptr = torch.zeros(len(rows) + 1, dtype=torch.long)
-        indptr[1:] = torch.bincount(r0, minlength=len(rows)).cumsum(0)
-        ptr, got_ch, got = merge_rows(indptr.numpy(), ch.numpy(), v.numpy(), P)
+        assert torch.equal(indptr.diff(), torch.bincount(r0, minlength=len(rows)))
+        assert torch.equal(vals, rng.uniform_at(seed, stream, rows[r0] * rng.GRID_STRIDE + cols[c0], low, high))
+        _, _, rank, none = _row_entries(m, rows, colpos, compress=True)  # rows without entries skipped
+        nonempty = torch.bincount(r0, minlength=len(rows)) > 0
+        assert none is None and torch.equal(rank, (torch.cumsum(nonempty.long(), 0) - 1)[r0])
+        P = 7  # merge: per row, w * scale[col] summed per channel[col] in entry order
+        channel = torch.randint(0, P, (len(cols),), generator=g)
+        scale = torch.rand(len(cols), generator=g, dtype=torch.float64)
+        w = torch.randn(len(r0), generator=g, dtype=torch.float64)
+        key, inverse = torch.unique(r0 * P + channel[c0], sorted=True, return_inverse=True)
+        want = torch.zeros(len(key), dtype=torch.float64).index_add_(0, inverse, w * scale[c0])
+        ptr, got_r, got_ch, got = merge_rows(indptr.numpy(), c0.numpy(), channel.numpy(), w.numpy(), scale.numpy(), P)
         assert torch.equal(torch.from_numpy(got), want) and torch.equal(torch.from_numpy(got_ch), key % P)
+        assert torch.equal(torch.from_numpy(got_r), key // P)
         assert torch.equal(torch.repeat_interleave(torch.arange(len(rows)), torch.from_numpy(ptr).diff()), key // P)
 
 
