@@ -147,7 +147,7 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
     live = _used_columns(M[0], used[0].nonzero().flatten()).nonzero().flatten()  # the inputs some used neuron reads
     inputs = live.clone()
     const_idx, const_val = torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-    entries = []  # per layer: rows, columns, float64 values, shape, bias
+    entries = []  # per layer: rows, columns, float64 values, shape, bias, row pointers
     for k in range(L):
         name = f"linears.{k}"
         shape = (widths[k + 1], widths[k])
@@ -161,8 +161,8 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
             if len(r):
                 w = _values(ticket, f"{name}.weight", rows[r], const_idx[c], shape).double()
                 b.index_add_(0, r, w * const_val[c])
-        # (the kept entries; r: row among the rows with a kept input; drawn here where the stream allows)
-        # (the output layer keeps every row, so its rows are not compressed)
+        # the kept entries, drawn in the scan where the stream allows; r: the entry's row among the rows
+        # with a kept input (the output layer keeps every row, so there among all rows)
         indptr, c, r, vals = _row_entries(M[k], rows, _positions(widths[k], live), compress=k < L - 1,
                                           draw=_grid_uniform(ticket, f"{name}.weight"))
         fan_in = indptr.diff() > 0 if k < L - 1 else torch.ones(len(rows), dtype=torch.bool)
