@@ -101,8 +101,10 @@ class RandomSource:
         reads = k - 1 if reads is None else reads
         self.readers.setdefault(reads, []).append(k)
         # a third spare in both dimensions, uninitialised: growth then rarely reallocates (the demo's
-        # 0.8 GB product layer was copied twice, ~1 s), and untouched pages cost no memory
-        cap = (rows + rows // 3, cols + cols // 3, taps)
+        # 0.8 GB product layer was copied twice, ~1 s), and on the CPU untouched pages cost no memory
+        # (an accelerator's allocator would hold them: no spare there)
+        spare = (rows // 3, cols // 3) if torch.device(self.device).type == "cpu" else (0, 0)
+        cap = (rows + spare[0], cols + spare[1], taps)
         L = SourceLayer(k, float(w_scale), float(b_scale), act,
                    Wbuf=torch.empty(cap, device=self.device), b=torch.empty(0, device=self.device),
                    mWbuf=torch.empty(cap, dtype=torch.bool, device=self.device),

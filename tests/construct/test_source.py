@@ -31,3 +31,20 @@ def test_biases_are_exact_at_image_borders():
         w[:, :, 1, 1] = torch.where(sel, torch.zeros(()), w[:, :, 1, 1])
         net.layers[1].weight.copy_(w)
         assert (net(consts) - target(consts)).abs().max() > 10 * eps
+
+
+def test_growth_within_the_spare_keeps_the_buffer_and_draws_what_a_fresh_layer_draws():
+    """Layers start with a third spare, uninitialised: growing rows and a reader's columns into it
+    reallocates nothing, and every visible entry is the grid draw a source of the final size holds."""
+    from lotterylab.construct.source import RandomSource
+
+    grown = RandomSource(3, torch.device("cpu"))
+    a, b = grown.add_layer(30, 12, 0.5, 1.0, "relu"), grown.add_layer(7, 30, 0.25, 1.0, None)
+    buffers = (a.Wbuf.data_ptr(), b.Wbuf.data_ptr(), b.mWbuf.data_ptr())
+    grown.add_rows(a, 9)  # b gains 9 input columns
+    grown.add_rows(b, 2)
+    assert (a.Wbuf.data_ptr(), b.Wbuf.data_ptr(), b.mWbuf.data_ptr()) == buffers
+    fresh = RandomSource(3, torch.device("cpu"))
+    fa, fb = fresh.add_layer(39, 12, 0.5, 1.0, "relu"), fresh.add_layer(9, 39, 0.25, 1.0, None)
+    assert torch.equal(a.W, fa.W) and torch.equal(b.W, fb.W) and torch.equal(b.b, fb.b)
+    assert not b.mW.any() and b.mW.shape == (9, 39, 1)
