@@ -66,8 +66,11 @@ class LeanStep:
 
     def _take(self) -> bool:
         opt = self.optimizer
-        if (self.kind is None or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-                or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks
+        # step hooks must run, so they send the step to step(); so would a torch that keeps them elsewhere
+        hooks = [getattr(opt, "_optimizer_step_pre_hooks", None), getattr(opt, "_optimizer_step_post_hooks", None),
+                 getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+                 getattr(torch_optimizer, "_global_optimizer_post_hooks", None)]
+        if (self.kind is None or any(h is None or len(h) for h in hooks)
                 or getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None):
             return False
         for group in opt.param_groups:

@@ -50,6 +50,14 @@ def test_step_hooks_and_other_optimizers_take_optimizer_step():
     net, opt, step = _run(dict(optimizer="adam"), lean=True,
                           extra=lambda o: o.register_step_post_hook(lambda *a: calls.append(1)))
     assert step.lean_steps == 0 and len(calls) == 25  # every step ran through step(), hooks included
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    handle = register_optimizer_step_post_hook(lambda *a: calls.append(2))
+    try:
+        net, opt, step = _run(dict(optimizer="sgd", momentum=0.9), lean=True)
+    finally:
+        handle.remove()
+    assert step.lean_steps == 0 and calls.count(2) == 25  # a global hook too
     net = nn.Linear(3, 2)
     rms = LeanStep(torch.optim.RMSprop(net.parameters()))
     net(torch.ones(1, 3)).sum().backward()
