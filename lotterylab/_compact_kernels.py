@@ -2,20 +2,15 @@
 
 One pass over the kept rows of a layer's bool mask lists the entries whose column is wanted
 (inputs that are live, or constant neurons), row-major, as CSR (row pointers and the columns'
-positions), with each entry's row and, for grid-addressed uniform sources, its source value drawn
-on the spot. Tensor indexing did the same in five passes over the 203M-entry mask of the demo's
-ticket, then gathered rows, columns and addresses for the draw in four more over the 14.6M
-entries. Two parallel passes (count, then fill at each row's offset) keep the order fixed.
+positions) with each entry's row. Tensor indexing did the same in five passes over the 203M-entry
+mask of the demo's ticket. Two parallel passes (count, then fill at each row's offset) keep the
+order fixed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-from ._rng_kernels import _fmix32, _mulmod32
-
-_M32 = 0xFFFFFFFF
 
 
 @njit(cache=True, parallel=True)
@@ -35,12 +30,10 @@ def used_columns(W, rows):
 
 
 @njit(cache=True, parallel=True)
-def row_entries(M, rows, colpos, compress, draw, k0, k1, stride, scale, low):
+def row_entries(M, rows, colpos, compress):
     """Entries (rows[i], c) of the bool matrix M with colpos[c] >= 0, row by row. Returns (indptr
     [len(rows) + 1], colpos of each entry, each entry's row: i, or with ``compress`` its rank among
-    the rows that have entries, and with ``draw`` each entry's float32 value of the grid-addressed
-    uniform stream (keys k0, k1) at rows[i] * stride + c, as :func:`lotterylab.rng.uniform_at`
-    computes it; else an empty array)."""
+    the rows that have entries)."""
     R = rows.shape[0]
     C = M.shape[1]
     counts = np.zeros(R + 1, np.int64)
@@ -55,8 +48,6 @@ def row_entries(M, rows, colpos, compress, draw, k0, k1, stride, scale, low):
     indptr = np.cumsum(counts)
     out = np.empty(indptr[R], np.int64)
     row_of = np.empty(indptr[R], np.int64)
-    vals = np.empty(indptr[R] if draw else 0, np.float32)
-    unit = np.float32(2.0**-24)
     for i in prange(R):
         r = rows[i]
         p = indptr[i]
@@ -65,14 +56,8 @@ def row_entries(M, rows, colpos, compress, draw, k0, k1, stride, scale, low):
             if M[r, c] and colpos[c] >= 0:
                 out[p] = colpos[c]
                 row_of[p] = who
-                if draw:
-                    v = r * stride + c
-                    h = _fmix32((v & _M32) ^ k1)
-                    h = _fmix32((h + _mulmod32(v >> 32, 0x9E3779B9) + k0) & _M32)
-                    h = _fmix32(h ^ k1)
-                    vals[p] = np.float32(h >> 8) * unit * scale + low
                 p += 1
-    return indptr, out, row_of, vals
+    return indptr, out, row_of
 
 
 @njit(cache=True, parallel=True)

@@ -63,6 +63,26 @@ def uniform_grid(k0, k1, row0, col0, stride, scale, low, out):
             out[r, c] = u * scale + low
 
 
+@njit(cache=True, parallel=True)
+def uniform_rows(k0, k1, stride, scale, low, rows, indptr, cols, out):
+    """out[p] = the uniform value (as :func:`uniform_grid`) of index rows[i] * stride + cols[p], for
+    the entries p in indptr[i]:indptr[i + 1] of each row i: a compact ticket's kept entries, drawn
+    without a gather of their addresses. (Here, beside the hash it inlines: numba's cache of a kernel
+    does not notice changes to functions it inlines from another file.)"""
+    unit = np.float32(2.0**-24)
+    for i in prange(rows.shape[0]):
+        base = rows[i] * stride
+        for p in range(indptr[i], indptr[i + 1]):
+            v = base + cols[p]
+            lo = v & _M32
+            hi = v >> 32
+            h = _fmix32(lo ^ k1)
+            h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
+            h = _fmix32(h ^ k1)
+            u = np.float32(h >> 8) * unit
+            out[p] = u * scale + low
+
+
 def bits_at_numpy(k0: int, k1: int, idx: np.ndarray) -> np.ndarray:
     from .threads import numba_threads
 

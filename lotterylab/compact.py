@@ -157,14 +157,14 @@ def compact(ticket, dtype=torch.float64, device=None, fold: bool = True, sparse:
         if kb.any():
             b[kb] = _values(ticket, f"{name}.bias", rows[kb], None, (widths[k + 1],)).double()
         if len(const_idx):  # constant neurons below: w * phi(their bias) joins the bias
-            _, c, r, _ = _row_entries(M[k], rows, _positions(widths[k], const_idx))
+            _, c, r = _row_entries(M[k], rows, _positions(widths[k], const_idx))
             if len(r):
                 w = _values(ticket, f"{name}.weight", rows[r], const_idx[c], shape).double()
                 b.index_add_(0, r, w * const_val[c])
-        # the kept entries, drawn in the scan where the stream allows; r: the entry's row among the rows
-        # with a kept input (the output layer keeps every row, so there among all rows)
-        indptr, c, r, vals = _row_entries(M[k], rows, _positions(widths[k], live), compress=k < L - 1,
-                                          draw=_grid_uniform(ticket, f"{name}.weight"))
+        # the kept entries; r: the entry's row among the rows with a kept input (the output layer keeps
+        # every row, so there among all rows)
+        indptr, c, r = _row_entries(M[k], rows, _positions(widths[k], live), compress=k < L - 1)
+        vals = _draw_rows(ticket, f"{name}.weight", rows, indptr, live[c])
         fan_in = indptr.diff() > 0 if k < L - 1 else torch.ones(len(rows), dtype=torch.bool)
         indptr = torch.cat([indptr[:1], indptr[1:][fan_in]])  # (row pointers of the kept rows)
         if k < L - 1:  # a used neuron without a kept input is a constant: phi(b)
@@ -196,31 +196,36 @@ def _used_columns(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(words.view(np.uint8)[:m.shape[1]] != 0)
 
 
-def _grid_uniform(ticket, name: str) -> tuple | None:
-    """(keys, stride, scale, low) of a grid-addressed uniform parameter, whose kept entries the mask
-    scan draws itself; None for any other distribution."""
+def _draw_rows(ticket, name: str, rows: torch.Tensor, indptr: torch.Tensor, cols: torch.Tensor) -> torch.Tensor | None:
+    """Source values of a grid-addressed uniform parameter at its entries given row by row (row
+    ``rows[i]`` holds columns ``cols[indptr[i]:indptr[i + 1]]``), float32, bit for bit as
+    :func:`lotterylab.rng.uniform_at` draws them, without gathering their addresses; None for any
+    other distribution (the caller then takes :func:`_values`)."""
     dist = ticket.init[name]
     if dist["dist"] != "uniform" or dist.get("address") != "grid":
         return None
-    return rng._keys(ticket.seed, rng.stream_id(name)), rng.GRID_STRIDE, dist["high"] - dist["low"], dist["low"]
+    from ._rng_kernels import uniform_rows
+    from .threads import numba_threads
+
+    k0, k1 = rng._keys(ticket.seed, rng.stream_id(name))
+    out = np.empty(len(cols), np.float32)
+    with numba_threads():  # (torch's thread count holds)
+        uniform_rows(np.int64(k0), np.int64(k1), np.int64(rng.GRID_STRIDE), np.float32(dist["high"] - dist["low"]),
+                     np.float32(dist["low"]), rows.numpy(), indptr.numpy(), cols.numpy(), out)
+    return torch.from_numpy(out)
 
 
-def _row_entries(m: torch.Tensor, rows: torch.Tensor, colpos: torch.Tensor, compress: bool = False,
-                 draw: tuple | None = None) -> tuple:
+def _row_entries(m: torch.Tensor, rows: torch.Tensor, colpos: torch.Tensor,
+                 compress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Entries of the bool matrix m in ``rows`` whose column has ``colpos >= 0``, row-major, as
     (row pointers, colpos of each entry's column, its row: position in ``rows``, or with ``compress``
-    among the rows with entries, and with ``draw`` (:func:`_grid_uniform`) the entries' float32
-    source values, else None)."""
+    among the rows with entries)."""
     from ._compact_kernels import row_entries
     from .threads import numba_threads
 
-    (k0, k1), stride, scale, low = draw if draw is not None else ((0, 0), 0, 0.0, 0.0)
     with numba_threads():  # (torch's thread count holds)
-        indptr, pos, row_of, vals = row_entries(m.numpy(), rows.numpy(), colpos.numpy(), compress, draw is not None,
-                                                np.int64(k0), np.int64(k1), np.int64(stride), np.float32(scale),
-                                                np.float32(low))
-    return (torch.from_numpy(indptr), torch.from_numpy(pos), torch.from_numpy(row_of),
-            torch.from_numpy(vals) if draw is not None else None)
+        indptr, pos, row_of = row_entries(m.numpy(), rows.numpy(), colpos.numpy(), compress)
+    return torch.from_numpy(indptr), torch.from_numpy(pos), torch.from_numpy(row_of)
 
 
 def _positions(n: int, idx: torch.Tensor) -> torch.Tensor:

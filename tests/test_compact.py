@@ -1,5 +1,7 @@
 """Compact ticket networks: equal to the masked source, without the unused neurons, never built from it."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -255,10 +257,10 @@ def test_compiled_mask_scan_and_merge_are_the_tensor_routes_bit_for_bit():
     values, the same float64 sums."""
     from lotterylab import rng
     from lotterylab._compact_kernels import merge_rows
-    from lotterylab.compact import _row_entries, _used_columns
+    from lotterylab.compact import _draw_rows, _row_entries, _used_columns
 
     g = torch.Generator().manual_seed(3)
-    seed, stream, low, high = 5, rng.stream_id("linears.1.weight"), -0.3, 0.37  # (0.67: not a float32)
+    seed, low, high = 5, -0.3, 0.37  # (0.67: not a float32)
     for density, C in ((0.02, 90), (0.3, 96), (0.9, 61)):  # (column counts off and on whole words)
         m = torch.rand(60, C, generator=g) < density
         rows = torch.tensor(sorted(set(torch.randint(0, 60, (40,), generator=g).tolist())))
@@ -266,15 +268,16 @@ def test_compiled_mask_scan_and_merge_are_the_tensor_routes_bit_for_bit():
         cols = torch.tensor(sorted(set(torch.randint(0, C, (50,), generator=g).tolist())))
         colpos = torch.full((C,), -1, dtype=torch.long)
         colpos[cols] = torch.arange(len(cols))
-        draw = (rng._keys(seed, stream), rng.GRID_STRIDE, high - low, low)
-        indptr, c, r, vals = _row_entries(m, rows, colpos, draw=draw)
+        indptr, c, r = _row_entries(m, rows, colpos)
         r0, c0 = m[rows][:, cols].nonzero(as_tuple=True)
         assert torch.equal(r, r0) and torch.equal(c, c0)
         assert torch.equal(indptr.diff(), torch.bincount(r0, minlength=len(rows)))
-        assert torch.equal(vals, rng.uniform_at(seed, stream, rows[r0] * rng.GRID_STRIDE + cols[c0], low, high))
-        _, _, rank, none = _row_entries(m, rows, colpos, compress=True)  # rows without entries skipped
+        ticket = SimpleNamespace(seed=seed, init={"w": {"dist": "uniform", "low": low, "high": high, "address": "grid"}})
+        vals = _draw_rows(ticket, "w", rows, indptr, cols[c])
+        assert torch.equal(vals, rng.uniform_at(seed, rng.stream_id("w"), rows[r0] * rng.GRID_STRIDE + cols[c0], low, high))
+        _, _, rank = _row_entries(m, rows, colpos, compress=True)  # rows without entries skipped
         nonempty = torch.bincount(r0, minlength=len(rows)) > 0
-        assert none is None and torch.equal(rank, (torch.cumsum(nonempty.long(), 0) - 1)[r0])
+        assert torch.equal(rank, (torch.cumsum(nonempty.long(), 0) - 1)[r0])
         P = 7  # merge: per row, w * scale[col] summed per channel[col] in entry order
         channel = torch.randint(0, P, (len(cols),), generator=g)
         scale = torch.rand(len(cols), generator=g, dtype=torch.float64)
