@@ -32,16 +32,26 @@ def _fmix32(x):
     return x ^ (x >> 16)
 
 
+@njit(cache=True, inline="always")
+def _word(k0, k1, v):
+    """The 32-bit word of index v (the counter-based hash of :func:`lotterylab.rng.bits_at`)."""
+    h = _fmix32((v & _M32) ^ k1)
+    h = _fmix32((h + _mulmod32(v >> 32, 0x9E3779B9) + k0) & _M32)
+    return _fmix32(h ^ k1)
+
+
+@njit(cache=True, inline="always")
+def _uniform(h, scale, low):
+    """A word's uniform float32 value: its top 24 bits times 2**-24, times ``scale``, plus ``low``,
+    each step rounded to float32 as torch does."""
+    return np.float32(h >> 8) * np.float32(2.0**-24) * scale + low
+
+
 @njit(cache=True, parallel=True)
 def bits_at(k0, k1, idx, out):
     """out[i] = the 32-bit word of index idx[i] (int64 arrays, flat)."""
     for i in prange(idx.shape[0]):
-        v = idx[i]
-        lo = v & _M32
-        hi = v >> 32
-        h = _fmix32(lo ^ k1)
-        h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
-        out[i] = _fmix32(h ^ k1)
+        out[i] = _word(k0, k1, idx[i])
 
 
 @njit(cache=True, parallel=True)
@@ -49,18 +59,10 @@ def uniform_grid(k0, k1, row0, col0, stride, scale, low, out):
     """out[r, c] = the uniform value of index (row0 + r) * stride + col0 + c: the word's top 24 bits
     as float32 times 2**-24, times ``scale``, plus ``low``, each step rounded to float32 as torch does."""
     rows, cols = out.shape
-    unit = np.float32(2.0**-24)
     for r in prange(rows):
         base = (row0 + r) * stride + col0
         for c in range(cols):
-            v = base + c
-            lo = v & _M32
-            hi = v >> 32
-            h = _fmix32(lo ^ k1)
-            h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
-            h = _fmix32(h ^ k1)
-            u = np.float32(h >> 8) * unit
-            out[r, c] = u * scale + low
+            out[r, c] = _uniform(_word(k0, k1, base + c), scale, low)
 
 
 @njit(cache=True, parallel=True)
@@ -69,18 +71,10 @@ def uniform_rows(k0, k1, stride, scale, low, rows, indptr, cols, out):
     the entries p in indptr[i]:indptr[i + 1] of each row i: a compact ticket's kept entries, drawn
     without a gather of their addresses. (Here, beside the hash it inlines: numba's cache of a kernel
     does not notice changes to functions it inlines from another file.)"""
-    unit = np.float32(2.0**-24)
     for i in prange(rows.shape[0]):
         base = rows[i] * stride
         for p in range(indptr[i], indptr[i + 1]):
-            v = base + cols[p]
-            lo = v & _M32
-            hi = v >> 32
-            h = _fmix32(lo ^ k1)
-            h = _fmix32((h + _mulmod32(hi, 0x9E3779B9) + k0) & _M32)
-            h = _fmix32(h ^ k1)
-            u = np.float32(h >> 8) * unit
-            out[p] = u * scale + low
+            out[p] = _uniform(_word(k0, k1, base + cols[p]), scale, low)
 
 
 def bits_at_numpy(k0: int, k1: int, idx: np.ndarray) -> np.ndarray:
