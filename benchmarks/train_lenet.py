@@ -116,12 +116,16 @@ def against_baseline(baseline: str, repeats: int, threads: int) -> dict:
     res = {"baseline": baseline, "seconds_per_epoch_median": med, "runs": runs, "weights_identical": same,
            "speedup_unmasked": med["baseline_unmasked"] / med["this_unmasked"],
            "speedup_masked": med["baseline_masked"] / med["this_masked"]}
-    print(f"\nagainst {baseline} (seconds per epoch, median of {repeats}, {threads} thread(s)):")
-    for k, v in med.items():
-        print(f"  {k:<18} {v:.3f}")
+    _print_medians(f"against {baseline} (seconds per epoch, median of {repeats}, {threads} thread(s)):", med)
     print(f"  speedup unmasked {res['speedup_unmasked']:.2f}x, masked {res['speedup_masked']:.2f}x; "
           f"weights identical: {same}")
     return res
+
+
+def _print_medians(title: str, med: dict) -> None:
+    print(f"\n{title}")
+    for k, v in med.items():
+        print(f"  {k:<26} {v:.3f}")
 
 
 def main() -> None:
@@ -162,9 +166,7 @@ def speed_table(times: dict, args) -> dict:
         "ratio_masked_vs_unmasked": med["lotterylab_masked"] / med["lotterylab"],
         "ratio_masked_vs_bare": med["lotterylab_masked"] / med["bare"],
     }
-    print(f"\nseconds per epoch (median of {args.repeats}, {args.threads} thread(s)):")
-    for k, v in med.items():
-        print(f"  {k:<18} {v:.3f}")
+    _print_medians(f"seconds per epoch (median of {args.repeats}, {args.threads} thread(s)):", med)
     print(f"  masked / unmasked  {speed['ratio_masked_vs_unmasked']:.3f}   masked / bare {speed['ratio_masked_vs_bare']:.3f}"
           f"   LeanStep / optimizer.step() {speed['ratio_lean_step_vs_optimizer_step']:.3f}")
     return speed
